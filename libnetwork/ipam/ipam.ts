@@ -180,6 +180,11 @@ function usable(s: Subnet): Run {
   return { lo: lo + 1n, hi: s.family === 4 ? hi - 1n : hi };
 }
 
+/** The gateway a pool gets: the requested one, else the subnet's first usable address, unless noGateway. */
+function gatewayOf(want: { gateway?: IpAddr | undefined; noGateway: boolean }, subnet: Subnet): IpAddr | undefined {
+  return want.noGateway ? undefined : (want.gateway ?? IpAddr.of(subnet.family, usable(subnet).lo));
+}
+
 /** Why `a` (inside `s`) can never be allocated, or undefined if it can. */
 function reservedReason(s: Subnet, a: IpAddr): string | undefined {
   const { lo, hi } = usable(s);
@@ -249,7 +254,7 @@ export class Ipam {
           }
         }
         const range = want.range ?? subnet;
-        const gateway = want.noGateway ? undefined : (want.gateway ?? IpAddr.of(subnet.family, usable(subnet).lo));
+        const gateway = gatewayOf(want, subnet);
         const id = randomUUID();
         this.q.insertPool.run({
           id,
@@ -318,7 +323,7 @@ export class Ipam {
         const pool = this.loadPool(poolId);
         if (wanted) {
           this.checkInSubnet(pool.subnet, wanted, 'address');
-          const row = this.q.address.get(poolId, key(wanted.value)) as { kind: AddressKind; owner: string | null } | undefined;
+          const row = this.addressRow(poolId, wanted.value);
           if (row) {
             if (row.kind === 'held' && owner !== null && row.owner === owner) {
               this.q.updateAddress.run('static', owner, poolId, key(wanted.value));
@@ -357,7 +362,7 @@ export class Ipam {
       .transaction((): IpAddr => {
         const pool = this.loadPool(poolId);
         this.checkInSubnet(pool.subnet, a, 'address');
-        const row = this.q.address.get(poolId, key(a.value)) as { kind: AddressKind; owner: string | null } | undefined;
+        const row = this.addressRow(poolId, a.value);
         if (!row) {
           this.take(poolId, a.value, 'held', owner);
         } else if ((row.kind === 'static' || row.kind === 'dynamic' || row.kind === 'held') && row.owner === owner) {
@@ -380,7 +385,7 @@ export class Ipam {
     this.db
       .transaction(() => {
         const pool = this.loadPool(poolId);
-        const row = this.q.address.get(poolId, key(a.value)) as { kind: AddressKind; owner: string | null } | undefined;
+        const row = this.addressRow(poolId, a.value);
         if (!row) {
           throw notFound(`address ${a} is not allocated in pool ${pool.subnet}`, `address "${a}"`);
         }
@@ -399,13 +404,16 @@ export class Ipam {
 
   /** Every address of the pool that is not free, lowest first, with why and for whom. */
   listAddresses(poolId: string): Allocation[] {
-    const pool = this.loadPool(poolId);
-    const rows = this.q.addresses.all(poolId) as { addr: Buffer; kind: AddressKind; owner: string | null }[];
-    return rows.map((r) => ({
-      address: IpAddr.of(pool.subnet.family, unkey(r.addr)),
-      kind: r.kind,
-      ...(r.owner === null ? {} : { owner: r.owner }),
-    }));
+    // A read transaction: the pool and its addresses from one snapshot.
+    return this.db.transaction((): Allocation[] => {
+      const pool = this.loadPool(poolId);
+      const rows = this.q.addresses.all(poolId) as { addr: Buffer; kind: AddressKind; owner: string | null }[];
+      return rows.map((r) => ({
+        address: IpAddr.of(pool.subnet.family, unkey(r.addr)),
+        kind: r.kind,
+        ...(r.owner === null ? {} : { owner: r.owner }),
+      }));
+    })();
   }
 
   // ---- internals ----
@@ -446,8 +454,7 @@ export class Ipam {
       this.checkInSubnet(subnet!, a, `aux address "${name}"`);
       const dup = aux.find(([, b]) => b.equals(a));
       if (dup) throw invalid(`aux addresses "${dup[0]}" and "${name}" are both ${a}`, `aux address "${name}"`);
-      const defaultGateway = req.noGateway ? undefined : (gateway ?? IpAddr.of(family, usable(subnet!).lo));
-      if (defaultGateway?.equals(a)) {
+      if (gatewayOf({ gateway, noGateway: req.noGateway ?? false }, subnet!)?.equals(a)) {
         throw invalid(`aux address "${name}" ${a} is the gateway of ${subnet}`, `aux address "${name}"`);
       }
       aux.push([name, a]);
@@ -489,6 +496,10 @@ export class Ipam {
             ? `held for ${ownerText(row.owner)}`
             : `allocated (${ownerText(row.owner)})`;
     return conflict(`address ${a} in pool ${pool.subnet} is already ${by}`, `address "${a}"`);
+  }
+
+  private addressRow(poolId: string, a: bigint): { kind: AddressKind; owner: string | null } | undefined {
+    return this.q.address.get(poolId, key(a)) as { kind: AddressKind; owner: string | null } | undefined;
   }
 
   private poolRow(poolId: string): PoolRow {
@@ -586,12 +597,11 @@ function shareKey(
   subnet: Subnet,
   range: Subnet,
 ): string {
-  const gateway = want.noGateway ? null : (want.gateway ?? IpAddr.of(subnet.family, usable(subnet).lo));
   return JSON.stringify([
     want.addressSpace,
     subnet.toString(),
     range.toString(),
-    gateway?.toString() ?? null,
+    gatewayOf(want, subnet)?.toString() ?? null,
     want.aux.map(([n, a]) => [n, a.toString()]),
   ]);
 }
