@@ -83,7 +83,9 @@ export class Nft {
     const rc = l.run(this.ctx, buf);
     const out = l.getOutput(this.ctx) ?? '';
     if (rc !== 0) {
-      const err = (l.getError(this.ctx) ?? '').trim().split('\n').slice(0, 4).join(' | ');
+      // libnftables echoes the whole input before its "Error:" lines; keep only those.
+      const lines = (l.getError(this.ctx) ?? '').split('\n').filter((x) => x.includes('Error'));
+      const err = lines.map((x) => x.replace(/^.*?Error: /, '')).join('; ').slice(0, 500);
       throw new KernelError('nft', what + (this.ns ? ` in ${String(this.ns)}` : ''), err || `rc ${rc}`);
     }
     return out;

@@ -1,0 +1,260 @@
+import type { Driver, DriverOptions, JoinInfo, JoinTarget, StaticRoute } from '../../libnetwork/driver.js';
+import { conflict } from '../../libnetwork/errors.js';
+import {
+  type Nft,
+  type Rtnl,
+  addrAdd,
+  cidr,
+  linkAdd,
+  linkByName,
+  linkDelIfExists,
+  linkGet,
+  linkList,
+  linkSetUp,
+  routeAdd,
+  sysctlSet,
+  withRtnl,
+} from '../../libnetwork/kernel/index.js';
+import { log } from '../../libnetwork/log.js';
+import type { Endpoint, Network, PortMapping } from '../../libnetwork/model.js';
+import type { Txn } from '../../libnetwork/txn.js';
+import * as fw from './firewall.js';
+import { type BridgeConfig, bridgeConfig } from './options.js';
+
+/** What the driver needs of the host: handles in the daemon's own namespace, and the owner tag. */
+export interface HostContext {
+  readonly rtnl: Rtnl;
+  readonly nft: Nft;
+  /** Ownership tags: `${tagPrefix}network:ID` on bridges, `${tagPrefix}endpoint:ID` on veths. */
+  readonly tagPrefix: string;
+}
+
+/**
+ * The bridge driver: one Linux bridge per network holding the gateway address, one veth per
+ * endpoint (the host end enslaved to the bridge, the other end born in the sandbox), NAT and
+ * isolation in tnet's nftables table.
+ */
+export class BridgeDriver implements Driver {
+  readonly type = 'bridge' as const;
+  readonly scope = 'local' as const;
+  private readonly host: HostContext;
+  private forwardingOn = { 4: false, 6: false };
+  /** Networks this driver has made: tnet's nft table exists exactly while this is not empty. */
+  private readonly live = new Set<string>();
+
+  constructor(host: HostContext) {
+    this.host = host;
+  }
+
+  private cfg(net: Pick<Network, 'id' | 'options'>): BridgeConfig {
+    return bridgeConfig(net.id, net.options);
+  }
+
+  private fwNet(net: Network): fw.FirewallNet {
+    const c = this.cfg(net);
+    return {
+      id: net.id,
+      bridge: c.bridge,
+      internal: net.internal,
+      icc: c.icc,
+      masquerade: c.masquerade,
+      subnet4: net.ipv4?.subnet,
+      subnet6: net.ipv6?.subnet,
+    };
+  }
+
+  private tag(kind: 'network' | 'endpoint', id: string): string {
+    return `${this.host.tagPrefix}${kind}:${id}`;
+  }
+
+  async checkNetwork(req: { id: string; internal: boolean; options: DriverOptions }): Promise<DriverOptions> {
+    const c = bridgeConfig(req.id, req.options);
+    const existing = await linkByName(this.host.rtnl, c.bridge);
+    if (existing) {
+      const owner = existing.alias?.startsWith('tnet:') ? `tnet (${existing.alias})` : 'something other than tnet';
+      throw conflict(`bridge name "${c.bridge}" is already taken by a ${existing.kind ?? 'link'} owned by ${owner}`, `bridge "${c.bridge}"`);
+    }
+    return req.options;
+  }
+
+  async createNetwork(net: Network, t: Txn): Promise<void> {
+    const c = this.cfg(net);
+    const h = this.host.rtnl;
+    await t.step(
+      `bridge ${c.bridge}`,
+      () => linkAdd(h, { kind: 'bridge', name: c.bridge, mtu: c.mtu, up: true, alias: this.tag('network', net.id) }),
+      () => linkDelIfExists(h, c.bridge),
+    );
+    await this.configureBridge(net, c);
+    const fnet = this.fwNet(net);
+    if (this.live.size === 0) this.host.nft.apply('create tnet table', fw.rebuild([], new Map()));
+    await t.step(
+      `firewall for ${c.bridge}`,
+      () => this.host.nft.apply(`add network ${net.name}`, fw.addNetwork(fnet)),
+      () => this.host.nft.apply(`remove network ${net.name}`, fw.deleteNetwork(fnet)),
+    );
+    this.live.add(net.id);
+    t.onRollback('forget network', () => this.dropLive(net.id));
+  }
+
+  /** The last network gone takes tnet's table with it: the host is left as it was found. */
+  private dropLive(id: string): void {
+    this.live.delete(id);
+    if (this.live.size === 0) this.host.nft.apply('delete tnet table', fw.dropTable());
+  }
+
+  /** Addresses, forwarding and localnet routing of a bridge that exists. */
+  private async configureBridge(net: Network, c: BridgeConfig): Promise<void> {
+    const h = this.host.rtnl;
+    const br = await linkGet(h, c.bridge);
+    const adds: Promise<void>[] = [];
+    for (const ip of [net.ipv4, net.ipv6]) {
+      if (ip?.gateway) adds.push(addrAdd(h, br.index, br.name, cidr(`${ip.gateway}/${ip.subnet.prefix}`)));
+    }
+    await Promise.all(adds);
+    // Published ports reached on 127.0.0.1 are DNATed out of this bridge with a loopback source.
+    sysctlSet(`net.ipv4.conf.${c.bridge}.route_localnet`, '1');
+    if (!net.internal) this.enableForwarding(net.ipv6 !== undefined);
+  }
+
+  /** Routing between the bridge and the outside, as dockerd does: set once, never unset. */
+  private enableForwarding(v6: boolean): void {
+    if (!this.forwardingOn[4]) {
+      sysctlSet('net.ipv4.ip_forward', '1');
+      this.forwardingOn[4] = true;
+    }
+    if (v6 && !this.forwardingOn[6]) {
+      sysctlSet('net.ipv6.conf.all.forwarding', '1');
+      this.forwardingOn[6] = true;
+    }
+  }
+
+  async deleteNetwork(net: Network): Promise<void> {
+    const c = this.cfg(net);
+    try {
+      this.host.nft.apply(`remove network ${net.name}`, fw.deleteNetwork(this.fwNet(net)));
+    } catch (e) {
+      log.debug({ err: e, network: net.name }, 'firewall entries already gone');
+    }
+    const br = await linkByName(this.host.rtnl, c.bridge);
+    // Never delete a link that is not ours, even if it has our bridge's name.
+    if (br && br.alias === this.tag('network', net.id)) await linkDelIfExists(this.host.rtnl, c.bridge);
+    this.dropLive(net.id);
+  }
+
+  async join(net: Network, ep: Endpoint, target: JoinTarget, t: Txn): Promise<JoinInfo> {
+    const c = this.cfg(net);
+    const h = this.host.rtnl;
+    const br = await linkGet(h, c.bridge);
+    const gateway4 = net.internal ? undefined : net.ipv4?.gateway;
+    const gateway6 = net.internal ? undefined : net.ipv6?.gateway;
+    const staticRoutes: StaticRoute[] = [];
+    if (target.kind === 'external') {
+      const srcName = `tnc${ep.id.slice(0, 11)}`;
+      await t.step(
+        `veth ${ep.hostIfname}`,
+        () =>
+          linkAdd(h, {
+            kind: 'veth', name: ep.hostIfname, master: br.index, mtu: c.mtu, up: true,
+            alias: this.tag('endpoint', ep.id), peer: { name: srcName, mac: ep.mac, mtu: c.mtu },
+          }),
+        () => linkDelIfExists(h, ep.hostIfname),
+      );
+      return { srcName, gateway4, gateway6, staticRoutes };
+    }
+    await t.step(
+      `veth ${ep.hostIfname}`,
+      () =>
+        linkAdd(h, {
+          kind: 'veth', name: ep.hostIfname, master: br.index, mtu: c.mtu, up: true,
+          alias: this.tag('endpoint', ep.id), peer: { name: target.ifname, ns: target.ns, mac: ep.mac, mtu: c.mtu },
+        }),
+      () => linkDelIfExists(h, ep.hostIfname),
+    );
+    await withRtnl(target.ns, async (s) => {
+      const link = await linkGet(s, target.ifname);
+      const work: Promise<void>[] = [linkSetUp(s, target.ifname)];
+      if (ep.ipv4 && net.ipv4) work.push(addrAdd(s, link.index, link.name, cidr(`${ep.ipv4}/${net.ipv4.subnet.prefix}`)));
+      if (ep.ipv6 && net.ipv6) work.push(addrAdd(s, link.index, link.name, cidr(`${ep.ipv6}/${net.ipv6.subnet.prefix}`)));
+      await Promise.all(work);
+      if (target.defaultRoute) {
+        const routes: Promise<void>[] = [];
+        if (gateway4) routes.push(routeAdd(s, { gateway: gateway4.toString(), oif: link.index }));
+        if (gateway6) routes.push(routeAdd(s, { gateway: gateway6.toString(), oif: link.index }));
+        await Promise.all(routes);
+      }
+    });
+    return { gateway4, gateway6, staticRoutes };
+  }
+
+  async leave(_net: Network, ep: Endpoint, sandboxGoing: boolean): Promise<void> {
+    // Deleting the namespace takes the veth with it, far cheaper than deleting links one by one.
+    if (sandboxGoing) return;
+    await linkDelIfExists(this.host.rtnl, ep.hostIfname);
+  }
+
+  private publishes(ep: Endpoint, ports: readonly PortMapping[]): fw.Publish[] {
+    const out: fw.Publish[] = [];
+    for (const p of ports) {
+      const v6Host = p.hostIp.includes(':');
+      const target = v6Host ? ep.ipv6 : ep.ipv4;
+      if (target) out.push({ proto: p.proto, hostIp: p.hostIp, hostPort: p.hostPort, target: target.toString(), containerPort: p.containerPort });
+      // Every-address mappings also answer on IPv6 when the container has an IPv6 address.
+      if (p.hostIp === '' && ep.ipv6) out.push({ proto: p.proto, hostIp: '', hostPort: p.hostPort, target: ep.ipv6.toString(), containerPort: p.containerPort });
+    }
+    return out;
+  }
+
+  async programExternalConnectivity(net: Network, ep: Endpoint, ports: readonly PortMapping[], t: Txn): Promise<void> {
+    const list = this.publishes(ep, ports);
+    if (list.length === 0) return;
+    await t.step(
+      `publish ports of ${ep.name}`,
+      () => this.host.nft.apply(`publish ports of endpoint ${ep.name} on ${net.name}`, fw.publish(ep.id, list)),
+      () => this.host.nft.apply(`unpublish ports of endpoint ${ep.name}`, fw.unpublish(ep.id, list)),
+    );
+  }
+
+  async revokeExternalConnectivity(net: Network, ep: Endpoint, ports: readonly PortMapping[]): Promise<void> {
+    const list = this.publishes(ep, ports);
+    if (list.length === 0) return;
+    try {
+      this.host.nft.apply(`unpublish ports of endpoint ${ep.name} on ${net.name}`, fw.unpublish(ep.id, list));
+    } catch (e) {
+      log.debug({ err: e, endpoint: ep.name }, 'published ports already gone');
+    }
+  }
+
+  async restore(nets: readonly Network[], eps: readonly Endpoint[]): Promise<void> {
+    const h = this.host.rtnl;
+    const links = await linkList(h);
+    const byName = new Map(links.map((l) => [l.name, l]));
+    const wantedTags = new Set([...nets.map((n) => this.tag('network', n.id)), ...eps.map((e) => this.tag('endpoint', e.id))]);
+    // Remove what this instance tagged and no longer wants (endpoints first: they sit on bridges).
+    const stale = links.filter((l) => l.alias?.startsWith(this.host.tagPrefix) && !wantedTags.has(l.alias));
+    stale.sort((a, b) => Number(a.kind === 'bridge') - Number(b.kind === 'bridge'));
+    for (const l of stale) {
+      log.info({ link: l.name, tag: l.alias }, 'reconcile: removing a link tnet no longer wants');
+      await linkDelIfExists(h, l.name);
+    }
+    // Recreate bridges that are missing (after a reboot), and their addresses.
+    for (const net of nets) {
+      const c = this.cfg(net);
+      const br = byName.get(c.bridge);
+      if (br && br.alias === this.tag('network', net.id)) {
+        await this.configureBridge(net, c).catch((e) => log.debug({ err: e }, 'bridge addresses already set'));
+        continue;
+      }
+      log.info({ network: net.name, bridge: c.bridge }, 'reconcile: recreating bridge');
+      await linkAdd(h, { kind: 'bridge', name: c.bridge, mtu: c.mtu, up: true, alias: this.tag('network', net.id) });
+      await this.configureBridge(net, c);
+    }
+    // The firewall is a function of the store: rebuild tnet's table in one transaction.
+    const netById = new Map(nets.map((n) => [n.id, n]));
+    const published = new Map(eps.filter((e) => netById.has(e.networkId)).map((e) => [e.id, this.publishes(e, e.ports)]));
+    this.live.clear();
+    for (const n of nets) this.live.add(n.id);
+    if (nets.length) this.host.nft.apply('rebuild tnet table', fw.rebuild(nets.map((n) => this.fwNet(n)), published));
+    else this.host.nft.apply('delete tnet table', fw.dropTable());
+  }
+}

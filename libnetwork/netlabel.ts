@@ -1,0 +1,32 @@
+/**
+ * Every option key in one place. Docker's keys are what `docker network create -o` sends and
+ * what Docker users already know; the short aliases are for people typing `tnet network create`.
+ */
+export const BRIDGE_NAME = 'com.docker.network.bridge.name';
+export const ENABLE_ICC = 'com.docker.network.bridge.enable_icc';
+export const ENABLE_IP_MASQUERADE = 'com.docker.network.bridge.enable_ip_masquerade';
+export const HOST_BINDING_IPV4 = 'com.docker.network.bridge.host_binding_ipv4';
+export const DRIVER_MTU = 'com.docker.network.driver.mtu';
+export const INTERNAL = 'com.docker.network.internal';
+export const ENABLE_IPV6 = 'com.docker.network.enable_ipv6';
+export const GENERIC = 'com.docker.network.generic';
+export const EXPOSED_PORTS = 'com.docker.network.endpoint.exposedports';
+export const PORT_MAP = 'com.docker.network.portmap';
+export const MAC_ADDRESS = 'com.docker.network.endpoint.macaddress';
+
+/** Short alias -> full key, for the CLI (`-o name=br0` is `-o com.docker.network.bridge.name=br0`). */
+export const ALIASES: Readonly<Record<string, string>> = {
+  name: BRIDGE_NAME,
+  bridge: BRIDGE_NAME,
+  icc: ENABLE_ICC,
+  masquerade: ENABLE_IP_MASQUERADE,
+  'host-binding-ipv4': HOST_BINDING_IPV4,
+  mtu: DRIVER_MTU,
+};
+
+/** Expands short aliases; full keys pass through untouched. */
+export function canonicalOptions(opts: Readonly<Record<string, string>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(opts)) out[ALIASES[k] ?? k] = v;
+  return out;
+}
