@@ -70,9 +70,9 @@ export class Controller extends EventEmitter<ControllerEvents> {
   readonly state: State;
   readonly ipam: Ipam;
   readonly stateDir: string;
-  private readonly host: { rtnl: Rtnl; nft: Nft; tagPrefix: string };
+  readonly host: { rtnl: Rtnl; nft: Nft; tagPrefix: string };
   private readonly drivers: Map<string, Driver>;
-  private readonly locks = new KeyedLock();
+  readonly locks = new KeyedLock();
   private readonly etcNetns: string;
 
   private constructor(dir: string, opts: ControllerOptions) {
@@ -99,7 +99,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
     this.state.db.close();
   }
 
-  private driver(type: string): Driver {
+  driver(type: string): Driver {
     const d = this.drivers.get(type);
     if (!d) throw invalid(`unknown driver "${type}"; available: ${[...this.drivers.keys()].join(', ')}`, `driver "${type}"`);
     return d;
@@ -158,7 +158,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
     });
   }
 
-  private forgetNetwork(net: Network): void {
+  forgetNetwork(net: Network): void {
     this.state.deleteNetwork(net.id);
     for (const ip of [net.ipv4, net.ipv6]) if (ip) this.ipam.releasePool(ip.poolId);
   }
@@ -382,7 +382,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
     return this.ipam.requestAddress(ip.poolId, { address: want, owner });
   }
 
-  private forgetEndpoint(ep: Endpoint, net: Network): void {
+  forgetEndpoint(ep: Endpoint, net: Network): void {
     this.state.deleteEndpoint(ep.id);
     for (const [addr, ip] of [[ep.ipv4, net.ipv4], [ep.ipv6, net.ipv6]] as const) {
       if (addr && ip) {
@@ -504,7 +504,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
   }
 
   /** Kernel errors carry errno names; the faces want a TnetError with a code. */
-  private explain(e: unknown): unknown {
+  explain(e: unknown): unknown {
     if (e instanceof KernelError) {
       const code = e.errno === 'EEXIST' ? 'conflict' : e.errno.startsWith('EOPNOTSUPP') ? 'unsupported' : 'kernel';
       return new TnetError(code, e.message, { object: e.object, cause: e });

@@ -1,0 +1,268 @@
+#!/usr/bin/env node
+import { spawnSync } from 'node:child_process';
+import { parseArgs } from 'node:util';
+import { ApiFailure, Client, DEFAULT_SOCKET } from './client.js';
+import { parsePublish } from './publish.js';
+
+/** Exit codes: scripts can tell a mistake from a missing object from a collision. */
+export const EXIT = { ok: 0, error: 1, usage: 2, notFound: 3, conflict: 4, unsupported: 5, unavailable: 69 } as const;
+
+const CODE_EXIT: Record<string, number> = {
+  'invalid-argument': EXIT.usage, 'not-found': EXIT.notFound, conflict: EXIT.conflict, busy: EXIT.conflict,
+  unsupported: EXIT.unsupported, unavailable: EXIT.unavailable,
+};
+
+class Usage extends Error {}
+
+const GLOBAL = `Global options:
+  --state-dir DIR   state directory (default $TNET_STATE_DIR or /var/lib/tnet)
+  --socket PATH     daemon control socket (default $TNET_SOCKET or ${DEFAULT_SOCKET})
+  -h, --help        help for any command`;
+
+const HELP: Record<string, string> = {
+  '': `tnet — container networking for Docker, labs and CI
+
+Usage: tnet COMMAND [OPTIONS]
+
+Commands:
+  daemon                              run the tnet daemon (started on demand by other commands)
+  network create|ls|inspect|rm        manage networks
+  sandbox create|ls|inspect|rm        manage sandboxes (network namespaces)
+  connect NETWORK SANDBOX             attach a sandbox to a network
+  disconnect NETWORK SANDBOX          detach it
+  exec SANDBOX -- CMD [ARGS...]       run a command inside a sandbox
+
+${GLOBAL}
+
+Exit codes: 0 ok, 1 error, 2 bad input, 3 not found, 4 conflict or in use, 5 unsupported here, 69 daemon unavailable.`,
+  daemon: `Usage: tnet daemon [--state-dir DIR] [--socket PATH]
+
+Runs the daemon: the control socket, then reconciles the kernel with the saved state.
+
+${GLOBAL}`,
+  network: `Usage: tnet network create|ls|inspect|rm ...   (tnet network COMMAND --help for each)`,
+  'network create': `Usage: tnet network create NAME [OPTIONS]
+
+Options:
+  -d, --driver NAME          driver (default bridge)
+  --subnet CIDR              IPv4 subnet (default: the first free of 172.17-31.0.0/16, 192.168.x.0/20)
+  --gateway IP               IPv4 gateway (default: the first address of the subnet)
+  --ip-range CIDR            hand out dynamic addresses from this part of the subnet only
+  --aux-address NAME=IP      reserve an address (repeatable)
+  --ipv6                     add an IPv6 subnet (auto: a /64 of a ULA prefix)
+  --subnet6 CIDR, --gateway6 IP, --ip-range6 CIDR
+  --internal                 no NAT and no way in or out of the network
+  -o, --opt KEY=VALUE        driver option (repeatable): Docker's keys, or the short forms
+                             name=BRIDGE, icc=true|false, masquerade=true|false, mtu=N
+  --label KEY=VALUE          label (repeatable)
+  --json                     print the network as JSON
+
+${GLOBAL}`,
+  'network ls': `Usage: tnet network ls [--json]\n\n${GLOBAL}`,
+  'network inspect': `Usage: tnet network inspect NAME|ID [--json]\n\n${GLOBAL}`,
+  'network rm': `Usage: tnet network rm NAME|ID...\n\nFails if the network still has endpoints.\n\n${GLOBAL}`,
+  sandbox: `Usage: tnet sandbox create|ls|inspect|rm ...   (tnet sandbox COMMAND --help for each)`,
+  'sandbox create': `Usage: tnet sandbox create NAME [--json]
+
+Creates a network namespace tn-NAME (visible to \`ip netns\`) with lo up.
+
+${GLOBAL}`,
+  'sandbox ls': `Usage: tnet sandbox ls [--json]\n\n${GLOBAL}`,
+  'sandbox inspect': `Usage: tnet sandbox inspect NAME [--json]\n\n${GLOBAL}`,
+  'sandbox rm': `Usage: tnet sandbox rm NAME...\n\nDisconnects the sandbox from every network and deletes its namespace.\n\n${GLOBAL}`,
+  connect: `Usage: tnet connect NETWORK SANDBOX [OPTIONS]
+
+Options:
+  --ip IP                    static IPv4 address
+  --ip6 IP                   static IPv6 address
+  --mac MAC                  MAC address (default 02:42 + the IPv4 address)
+  --alias NAME               extra DNS name on this network (repeatable)
+  -p, --publish SPEC         publish a port: [HOST_IP:][HOST_PORT[-END]:]PORT[-END][/tcp|udp|sctp] (repeatable)
+  --json                     print the endpoint as JSON
+
+${GLOBAL}`,
+  disconnect: `Usage: tnet disconnect NETWORK SANDBOX\n\n${GLOBAL}`,
+  exec: `Usage: tnet exec SANDBOX -- CMD [ARGS...]
+
+Runs CMD inside the sandbox's network namespace (with its resolv.conf) and exits with its status.
+
+${GLOBAL}`,
+};
+
+function kv(list: string[] | undefined, what: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of list ?? []) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new Usage(`${what} "${item}" is not KEY=VALUE`);
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2))).join('').trimEnd()).join('\n');
+}
+
+type Net = { id: string; name: string; driver: string; internal: boolean; bridge: string; ipv4?: { subnet: string; gateway?: string }; ipv6?: { subnet: string }; endpoints: unknown[] };
+type Sb = { id: string; name: string; netns: string; endpoints: { network?: string; ifname: string; ipv4?: string; ipv6?: string }[] };
+
+async function main(argv: string[]): Promise<number> {
+  const dashdash = argv.indexOf('--');
+  const own = dashdash >= 0 ? argv.slice(0, dashdash) : argv;
+  const after = dashdash >= 0 ? argv.slice(dashdash + 1) : [];
+  const { values: o, positionals: pos } = parseArgs({
+    args: own,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, 'state-dir': { type: 'string' }, socket: { type: 'string' },
+      driver: { type: 'string', short: 'd' }, subnet: { type: 'string' }, gateway: { type: 'string' }, 'ip-range': { type: 'string' },
+      'aux-address': { type: 'string', multiple: true }, ipv6: { type: 'boolean' }, subnet6: { type: 'string' }, gateway6: { type: 'string' },
+      'ip-range6': { type: 'string' }, internal: { type: 'boolean' }, opt: { type: 'string', short: 'o', multiple: true },
+      label: { type: 'string', multiple: true }, ip: { type: 'string' }, ip6: { type: 'string' }, mac: { type: 'string' },
+      alias: { type: 'string', multiple: true }, publish: { type: 'string', short: 'p', multiple: true },
+    },
+  });
+  const [cmd = '', sub = ''] = pos;
+  const topic = ['network', 'sandbox'].includes(cmd) && sub ? `${cmd} ${sub}` : cmd;
+  if (o.help || cmd === '' || cmd === 'help') {
+    const text = HELP[topic] ?? HELP[cmd];
+    if (text === undefined) throw new Usage(`unknown command "${topic}"`);
+    process.stdout.write(text + '\n');
+    return EXIT.ok;
+  }
+  const stateDir = o['state-dir'] ?? process.env.TNET_STATE_DIR ?? '/var/lib/tnet';
+  const socket = o.socket ?? process.env.TNET_SOCKET ?? DEFAULT_SOCKET;
+  if (cmd === 'daemon') {
+    const { runDaemon } = await import('./daemon.js');
+    await runDaemon({ stateDir, socket });
+    return -1; // keeps running
+  }
+  if (!(topic in HELP) || (['network', 'sandbox'].includes(cmd) && !sub)) throw new Usage(`unknown command "${topic}"; see tnet --help`);
+  const args = pos.slice(['network', 'sandbox'].includes(cmd) ? 2 : 1);
+  const need = (n: number, names: string) => {
+    if (args.length !== n) throw new Usage(`tnet ${topic} takes ${names}; see tnet ${topic} --help`);
+  };
+  const client = new Client(socket);
+  const out = (x: unknown) => process.stdout.write(JSON.stringify(x, null, 2) + '\n');
+
+  if (topic === 'exec') {
+    need(1, 'SANDBOX -- CMD');
+    if (after.length === 0) throw new Usage('tnet exec needs a command after "--"');
+    await client.ensureDaemon(stateDir);
+    const sb = await client.call<Sb>('GET', `/sandboxes/${encodeURIComponent(args[0]!)}`);
+    const r = spawnSync('ip', ['netns', 'exec', `tn-${sb.name}`, ...after], { stdio: 'inherit' });
+    if (r.error) throw r.error;
+    return r.status ?? 1;
+  }
+
+  await client.ensureDaemon(stateDir);
+  switch (topic) {
+    case 'network create': {
+      need(1, 'NAME');
+      const n = await client.call<Net>('POST', '/networks', {
+        name: args[0], driver: o.driver, subnet: o.subnet, gateway: o.gateway, ipRange: o['ip-range'],
+        auxAddresses: o['aux-address'] ? kv(o['aux-address'], 'aux address') : undefined, ipv6: o.ipv6, subnet6: o.subnet6,
+        gateway6: o.gateway6, ipRange6: o['ip-range6'], internal: o.internal, options: kv(o.opt, 'option'), labels: kv(o.label, 'label'),
+      });
+      if (o.json) out(n);
+      else process.stdout.write(`${n.id}\n`);
+      return EXIT.ok;
+    }
+    case 'network ls': {
+      need(0, 'no arguments');
+      const nets = await client.call<Net[]>('GET', '/networks');
+      if (o.json) out(nets);
+      else
+        process.stdout.write(table([['NETWORK ID', 'NAME', 'DRIVER', 'SUBNET', 'ENDPOINTS'], ...nets.map((n) => [
+          n.id.slice(0, 12), n.name, n.driver + (n.internal ? ' (internal)' : ''), [n.ipv4?.subnet, n.ipv6?.subnet].filter(Boolean).join(','), String(n.endpoints.length),
+        ])]) + '\n');
+      return EXIT.ok;
+    }
+    case 'network inspect':
+    case 'sandbox inspect': {
+      need(1, 'NAME');
+      out(await client.call('GET', `/${cmd === 'network' ? 'networks' : 'sandboxes'}/${encodeURIComponent(args[0]!)}`));
+      return EXIT.ok;
+    }
+    case 'network rm':
+    case 'sandbox rm': {
+      if (args.length === 0) throw new Usage(`tnet ${topic} takes NAME...`);
+      let status: number = EXIT.ok;
+      for (const name of args) {
+        try {
+          await client.call('DELETE', `/${cmd === 'network' ? 'networks' : 'sandboxes'}/${encodeURIComponent(name)}`);
+          process.stdout.write(`${name}\n`);
+        } catch (e) {
+          status = report(e);
+        }
+      }
+      return status;
+    }
+    case 'sandbox create': {
+      need(1, 'NAME');
+      const s = await client.call<Sb>('POST', '/sandboxes', { name: args[0] });
+      if (o.json) out(s);
+      else process.stdout.write(`${s.name}\n`);
+      return EXIT.ok;
+    }
+    case 'sandbox ls': {
+      need(0, 'no arguments');
+      const sbs = await client.call<Sb[]>('GET', '/sandboxes');
+      if (o.json) out(sbs);
+      else
+        process.stdout.write(table([['NAME', 'NETNS', 'NETWORKS'], ...sbs.map((s) => [
+          s.name, s.netns, s.endpoints.map((e) => `${e.network}:${e.ifname}=${[e.ipv4, e.ipv6].filter(Boolean).join(',')}`).join(' '),
+        ])]) + '\n');
+      return EXIT.ok;
+    }
+    case 'connect': {
+      need(2, 'NETWORK SANDBOX');
+      const ports = (o.publish ?? []).flatMap((p) => parsePublish(p));
+      const ep = await client.call<{ ipv4?: string; ipv6?: string; ifname: string }>('POST', '/connect', {
+        network: args[0], sandbox: args[1], ip: o.ip, ip6: o.ip6, mac: o.mac, aliases: o.alias, ports,
+      });
+      if (o.json) out(ep);
+      else process.stdout.write(`${args[1]} ${ep.ifname} ${[ep.ipv4, ep.ipv6].filter(Boolean).join(' ')}\n`);
+      return EXIT.ok;
+    }
+    case 'disconnect': {
+      need(2, 'NETWORK SANDBOX');
+      await client.call('POST', '/disconnect', { network: args[0], sandbox: args[1] });
+      return EXIT.ok;
+    }
+  }
+  throw new Usage(`unknown command "${topic}"`);
+}
+
+function report(e: unknown): number {
+  if (e instanceof Usage) {
+    process.stderr.write(`tnet: ${e.message}\n`);
+    return EXIT.usage;
+  }
+  if (e instanceof ApiFailure) {
+    process.stderr.write(`tnet: ${e.error.message}\n`);
+    return CODE_EXIT[e.error.code] ?? EXIT.error;
+  }
+  const err = e as NodeJS.ErrnoException & { code?: string };
+  if (err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || err?.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || err?.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+    process.stderr.write(`tnet: ${err.message}\n`);
+    return EXIT.usage;
+  }
+  if (err && 'code' in err && err.code === 'invalid-argument') {
+    process.stderr.write(`tnet: ${err.message}\n`);
+    return EXIT.usage;
+  }
+  process.stderr.write(`tnet: ${err instanceof Error ? err.message : String(err)}\n`);
+  return EXIT.error;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (e) => {
+    process.exitCode = report(e);
+  },
+);

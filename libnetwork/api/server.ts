@@ -1,0 +1,144 @@
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import type { Controller } from '../controller.js';
+import { TnetError } from '../errors.js';
+import { KernelError } from '../kernel/index.js';
+import { log } from '../log.js';
+import { networkView, sandboxView } from '../views.js';
+
+/** HTTP status for each error code of the control API; the CLI maps codes to exit codes. */
+const STATUS: Record<string, number> = {
+  'invalid-argument': 400, 'not-found': 404, conflict: 409, busy: 409, unsupported: 501, kernel: 500, internal: 500,
+};
+
+function sendError(reply: FastifyReply, e: unknown) {
+  if (e instanceof TnetError) return reply.code(STATUS[e.code] ?? 500).send({ error: { code: e.code, message: e.message, object: e.object } });
+  if (e instanceof KernelError) return reply.code(500).send({ error: { code: 'kernel', message: e.message, object: e.object } });
+  log.error({ err: e }, 'internal error');
+  return reply.code(500).send({ error: { code: 'internal', message: e instanceof Error ? e.message : String(e) } });
+}
+
+const str = { type: 'string' } as const;
+const strMap = { type: 'object', additionalProperties: { type: 'string' } } as const;
+const portReq = {
+  type: 'object',
+  required: ['proto', 'containerPort'],
+  additionalProperties: false,
+  properties: {
+    proto: { enum: ['tcp', 'udp', 'sctp'] }, containerPort: { type: 'integer' }, hostIp: str,
+    hostPort: { type: 'integer' }, hostPortEnd: { type: 'integer' },
+  },
+} as const;
+
+/**
+ * The control API the `tnet` command talks to, over a unix socket. Schema-first: the schemas are
+ * the documentation of the wire format. `ready` resolves when the controller has reconciled;
+ * /ping answers before that, so a starting daemon is seen as up within milliseconds.
+ */
+export async function controlServer(ready: Promise<Controller>): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false, bodyLimit: 1 << 20 });
+  let controller: Controller | undefined;
+  void ready.then((c) => (controller = c)).catch(() => undefined);
+  const ctl = () => ready;
+
+  app.setErrorHandler((e, _req, reply) => {
+    if ((e as { validation?: unknown }).validation) return reply.code(400).send({ error: { code: 'invalid-argument', message: (e as Error).message } });
+    return sendError(reply, e);
+  });
+
+  app.get('/ping', async () => ({ ok: true, ready: controller !== undefined, pid: process.pid }));
+
+  app.get('/networks', async () => {
+    const c = await ctl();
+    return c.networks().map((n) => networkView(n, c.state.endpointsOfNetwork(n.id)));
+  });
+  app.get<{ Params: { ref: string } }>('/networks/:ref', async (req) => {
+    const c = await ctl();
+    const n = c.network(req.params.ref);
+    return networkView(n, c.state.endpointsOfNetwork(n.id), (id) => c.state.sandbox(id)?.name);
+  });
+  app.post<{ Body: Parameters<Controller['createNetwork']>[0] }>(
+    '/networks',
+    {
+      schema: {
+        body: {
+          type: 'object', required: ['name'], additionalProperties: false,
+          properties: {
+            name: str, driver: str, subnet: str, gateway: str, ipRange: str, auxAddresses: strMap, ipv6: { type: 'boolean' },
+            subnet6: str, gateway6: str, ipRange6: str, internal: { type: 'boolean' }, options: strMap, labels: strMap,
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      const c = await ctl();
+      const n = await c.createNetwork(req.body);
+      return reply.code(201).send(networkView(n));
+    },
+  );
+  app.delete<{ Params: { ref: string } }>('/networks/:ref', async (req, reply) => {
+    await (await ctl()).deleteNetwork(req.params.ref);
+    return reply.code(204).send();
+  });
+
+  app.get('/sandboxes', async () => {
+    const c = await ctl();
+    return c.sandboxes().map((s) => sandboxView(s, c.state.endpointsOfSandbox(s.id), (id) => c.state.network(id)?.name));
+  });
+  app.get<{ Params: { ref: string } }>('/sandboxes/:ref', async (req) => {
+    const c = await ctl();
+    const s = c.sandbox(req.params.ref);
+    return sandboxView(s, c.state.endpointsOfSandbox(s.id), (id) => c.state.network(id)?.name);
+  });
+  app.post<{ Body: { name: string } }>(
+    '/sandboxes',
+    { schema: { body: { type: 'object', required: ['name'], additionalProperties: false, properties: { name: str } } } },
+    async (req, reply) => reply.code(201).send(sandboxView(await (await ctl()).createSandbox(req.body))),
+  );
+  app.delete<{ Params: { ref: string } }>('/sandboxes/:ref', async (req, reply) => {
+    await (await ctl()).deleteSandbox(req.params.ref);
+    return reply.code(204).send();
+  });
+
+  type PortBody = { proto: 'tcp' | 'udp' | 'sctp'; containerPort: number; hostIp?: string; hostPort?: number; hostPortEnd?: number };
+  type ConnectBody = { network: string; sandbox: string; ip?: string; ip6?: string; mac?: string; aliases?: string[]; ports?: PortBody[] };
+  app.post<{ Body: ConnectBody }>(
+    '/connect',
+    {
+      schema: {
+        body: {
+          type: 'object', required: ['network', 'sandbox'], additionalProperties: false,
+          properties: {
+            network: str, sandbox: str, ip: str, ip6: str, mac: str,
+            aliases: { type: 'array', items: str }, ports: { type: 'array', items: portReq },
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      const c = await ctl();
+      const { network, sandbox, ports, ...rest } = req.body;
+      const full = (ports ?? []).map((p) => ({ ...p, hostIp: p.hostIp ?? '', hostPort: p.hostPort ?? 0, hostPortEnd: p.hostPortEnd ?? 0 }));
+      const ep = await c.connect(network, sandbox, { ...rest, ports: full });
+      return reply.code(201).send(sandboxView(c.sandbox(sandbox), [ep], (id) => c.state.network(id)?.name).endpoints[0]);
+    },
+  );
+  app.post<{ Body: { network: string; sandbox: string } }>(
+    '/disconnect',
+    { schema: { body: { type: 'object', required: ['network', 'sandbox'], additionalProperties: false, properties: { network: str, sandbox: str } } } },
+    async (req, reply) => {
+      await (await ctl()).disconnect(req.body.network, req.body.sandbox);
+      return reply.code(204).send();
+    },
+  );
+  return app;
+}
+
+/** Listens on a unix socket only root can reach (0600), replacing a stale socket file. */
+export async function listenUnix(app: FastifyInstance, path: string): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  rmSync(path, { force: true });
+  await app.listen({ path });
+  chmodSync(path, 0o600);
+}

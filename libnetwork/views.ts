@@ -1,0 +1,44 @@
+import { BRIDGE_NAME } from './netlabel.js';
+import type { Endpoint, Network, Sandbox } from './model.js';
+import { defaultBridgeName } from '../drivers/bridge/options.js';
+
+/** What `inspect`/`ls --json` show: plain JSON, addresses as text. The wire format of the control API. */
+export function networkView(n: Network, eps: readonly Endpoint[] = [], sandboxName?: (id: string) => string | undefined) {
+  return {
+    id: n.id,
+    name: n.name,
+    driver: n.driver,
+    internal: n.internal,
+    bridge: n.options[BRIDGE_NAME] ?? defaultBridgeName(n.id),
+    ipv4: n.ipv4 ? { subnet: n.ipv4.subnet.toString(), gateway: n.ipv4.gateway?.toString() } : undefined,
+    ipv6: n.ipv6 ? { subnet: n.ipv6.subnet.toString(), gateway: n.ipv6.gateway?.toString() } : undefined,
+    options: n.options,
+    labels: n.labels,
+    created: n.created,
+    endpoints: eps.map((e) => endpointView(e, sandboxName?.(e.sandboxId ?? ''))),
+  };
+}
+
+export function endpointView(e: Endpoint, sandbox?: string) {
+  return {
+    id: e.id,
+    sandbox,
+    ifname: e.ifname,
+    hostIfname: e.hostIfname,
+    ipv4: e.ipv4?.toString(),
+    ipv6: e.ipv6?.toString(),
+    mac: e.mac,
+    aliases: e.aliases,
+    ports: e.ports,
+  };
+}
+
+export function sandboxView(s: Sandbox, eps: readonly Endpoint[] = [], networkName?: (id: string) => string | undefined) {
+  return {
+    id: s.id,
+    name: s.name,
+    netns: s.netns,
+    created: s.created,
+    endpoints: eps.map((e) => ({ network: networkName?.(e.networkId), ...endpointView(e) })),
+  };
+}
