@@ -1,0 +1,107 @@
+/**
+ * Every privileged test file starts with `await isolate()`: the file re-runs itself inside its
+ * own network + mount namespace (unshare), with private tmpfs mounts on /run/netns, /etc/netns
+ * and /run/tnet, so the host's network is never touched and parallel files cannot collide.
+ * Not root, or no unshare: the file skips with that reason printed.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+
+export async function isolate(): Promise<void> {
+  if (process.env.TNET_ISOLATED === '1') return;
+  if (process.getuid?.() !== 0) {
+    t.plan(0, 'privileged test: needs root (run scripts/test.sh as root)');
+    process.exit(0);
+  }
+  for (const d of ['/run/netns', '/etc/netns', '/run/tnet']) mkdirSync(d, { recursive: true });
+  const setup = [
+    'mount --make-rprivate /',
+    'mount -t tmpfs tnet-test-netns /run/netns',
+    'mount -t tmpfs tnet-test-etc /etc/netns',
+    'mount -t tmpfs tnet-test-run /run/tnet',
+    'ip link set lo up',
+    'exec "$@"',
+  ].join(' && ');
+  const r = spawnSync(
+    'unshare',
+    ['--net', '--mount', '--', 'sh', '-c', setup, 'sh', process.execPath, ...process.execArgv, process.argv[1]!, ...process.argv.slice(2)],
+    { stdio: 'inherit', env: { ...process.env, TNET_ISOLATED: '1' } },
+  );
+  if (r.error) {
+    t.plan(0, `cannot isolate the test in its own namespace: ${r.error.message}`);
+    process.exit(0);
+  }
+  process.exit(r.status ?? 1);
+}
+
+export function sh(cmd: string): { code: number; out: string } {
+  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status ?? 1, out: (r.stdout ?? '') + (r.stderr ?? '') };
+}
+
+/** Runs in a sandbox (by its tnet name); exit status 0 = success. */
+export function inSandbox(sandbox: string, cmd: string): { code: number; out: string } {
+  return sh(`ip netns exec tn-${sandbox} ${cmd}`);
+}
+
+export const ping = (sandbox: string, ip: string) => inSandbox(sandbox, `ping -c 1 -W 1 ${ip}`).code === 0;
+
+/** A fresh state directory, removed at the end of the test. */
+export function stateDir(tt: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tnet-test-'));
+  tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A background process, stopped by its pid at teardown. */
+export function background(tt: Test, cmd: string): ChildProcess {
+  const child = spawn('sh', ['-c', `exec ${cmd}`], { stdio: 'ignore' });
+  tt.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  return child;
+}
+
+/**
+ * "Outside": a namespace on the far side of the host, like another machine on the LAN:
+ * 198.51.100.1 on the host's veth, 198.51.100.2 in ext-NAME, and no route back to any
+ * container subnet, so a container reaches it only through NAT.
+ */
+export function makeOutside(tt: Test, name = 'ext'): { ns: string; hostIp: string; ip: string } {
+  const ns = `ext-${name}`;
+  const r = sh(
+    `ip netns add ${ns} && ip link add xh-${name} type veth peer name eth0 netns ${ns} && ` +
+      `ip addr add 198.51.100.1/24 dev xh-${name} && ip link set xh-${name} up && ` +
+      `ip -n ${ns} addr add 198.51.100.2/24 dev eth0 && ip -n ${ns} link set eth0 up && ip -n ${ns} link set lo up`,
+  );
+  if (r.code !== 0) throw new Error(`outside namespace: ${r.out}`);
+  tt.teardown(() => {
+    sh(`ip netns del ${ns}; ip link del xh-${name} 2>/dev/null`);
+  });
+  return { ns, hostIp: '198.51.100.1', ip: '198.51.100.2' };
+}
+
+/** What tnet could have left: links other than lo and the test's own (xh-*), namespaces, nft tables. */
+export function leftovers(): { links: string[]; netns: string[]; tables: string[] } {
+  const links = sh("ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1").out.split('\n').filter((l) => l && l !== 'lo' && !l.startsWith('xh-'));
+  const netns = sh('ip netns list | cut -d" " -f1').out.split('\n').filter((n) => n && !n.startsWith('ext-'));
+  const tables = sh('nft list tables').out.split('\n').filter((x) => x.trim());
+  return { links, netns, tables };
+}
+
+export function assertClean(tt: Test, msg = 'nothing tnet made is left behind'): void {
+  tt.same(leftovers(), { links: [], netns: [], tables: [] }, msg);
+}
+
+/** Polls until `fn` is true or `ms` passes. */
+export async function until(fn: () => boolean | Promise<boolean>, ms = 5000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await fn()) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return fn();
+}
