@@ -397,17 +397,17 @@ export class Controller extends EventEmitter<ControllerEvents> {
 
   // ---------------------------------------------------------------- ports
 
+  private holderName(endpointId: string): string {
+    const ep = this.state.endpoint(endpointId);
+    const sb = ep?.sandboxId ? this.state.sandbox(ep.sandboxId) : undefined;
+    return sb ? `sandbox "${sb.name}"` : `endpoint ${endpointId.slice(0, 12)}`;
+  }
+
+  /** Inside the store transaction: another connect may have taken the port since choosePorts. */
   private checkPortFree(p: PortMapping): void {
-    const holders = this.state.portHolders(p.proto, p.hostIp, p.hostPort);
-    if (holders.length) {
-      const h = holders[0]!;
-      const ep = this.state.endpoint(h.endpointId);
-      const sb = ep?.sandboxId ? this.state.sandbox(ep.sandboxId) : undefined;
-      throw conflict(
-        `host port ${p.hostIp || '*'}:${p.hostPort}/${p.proto} is already published by ${sb ? `sandbox "${sb.name}"` : `endpoint ${h.endpointId.slice(0, 12)}`}`,
-        `port ${p.hostPort}/${p.proto}`,
-      );
-    }
+    const h = this.state.portHolders(p.proto, p.hostIp, p.hostPort)[0];
+    if (h)
+      throw conflict(`host port ${p.hostIp || '*'}:${p.hostPort}/${p.proto} is already published by ${this.holderName(h.endpointId)}`, `port ${p.hostPort}/${p.proto}`);
   }
 
   /** Picks one host port per request: the given port, the first free one of a range, or an ephemeral one. */
@@ -423,9 +423,9 @@ export class Controller extends EventEmitter<ControllerEvents> {
         const key = `${r.proto}/${port}`;
         if (taken.has(key)) continue;
         const m: PortMapping = { proto: r.proto, containerPort: r.containerPort, hostIp: r.hostIp, hostPort: port };
-        const holder = this.state.portHolders(m.proto, m.hostIp, m.hostPort);
-        if (holder.length) {
-          lastProblem = 'already published by tnet';
+        const holder = this.state.portHolders(m.proto, m.hostIp, m.hostPort)[0];
+        if (holder) {
+          lastProblem = `already published by ${this.holderName(holder.endpointId)}`;
           continue;
         }
         const inUse = await hostPortInUse(m);

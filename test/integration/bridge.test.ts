@@ -35,7 +35,7 @@ t.test('two sandboxes on one bridge: ping, NAT out, published ports from host, o
   await c.deleteSandbox('b');
   await c.deleteNetwork('web');
   c.close();
-  assertClean(t);
+  await assertClean(t);
 });
 
 t.test('ICC off, isolation between networks, internal networks', async (t) => {
@@ -62,7 +62,7 @@ t.test('ICC off, isolation between networks, internal networks', async (t) => {
   for (const s of ['a', 'b', 'c', 'd', 'e']) await c.deleteSandbox(s);
   for (const n of ['noicc', 'other', 'priv']) await c.deleteNetwork(n);
   c.close();
-  assertClean(t);
+  await assertClean(t);
 });
 
 t.test('bad input: a clear error naming the problem, and nothing changes', async (t) => {
@@ -105,5 +105,5 @@ t.test('bad input: a clear error naming the problem, and nothing changes', async
   await c.deleteSandbox('s2');
   await c.deleteNetwork('n1');
   c.close();
-  assertClean(t);
+  await assertClean(t);
 });

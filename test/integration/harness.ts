@@ -92,8 +92,11 @@ export function leftovers(): { links: string[]; netns: string[]; tables: string[
   return { links, netns, tables };
 }
 
-export function assertClean(tt: Test, msg = 'nothing tnet made is left behind'): void {
-  tt.same(leftovers(), { links: [], netns: [], tables: [] }, msg);
+/** The kernel destroys a deleted namespace's links asynchronously: give it a moment. */
+export async function assertClean(tt: Test, msg = 'nothing tnet made is left behind'): Promise<void> {
+  const empty = { links: [], netns: [], tables: [] };
+  await until(() => JSON.stringify(leftovers()) === JSON.stringify(empty), 5000);
+  tt.same(leftovers(), empty, msg);
 }
 
 /** Polls until `fn` is true or `ms` passes. */
