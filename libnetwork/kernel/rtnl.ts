@@ -8,6 +8,8 @@ import { type Netns, inNetns } from './netns.js';
  * in flight together, which is how tnet pipelines an endpoint's setup.
  * Close it when done: an open socket keeps its namespace alive.
  */
+const RCVBUF = 8 << 20;
+
 export class Rtnl {
   readonly sock: RtNetlinkSocket;
   readonly ns: Netns | undefined;
@@ -19,6 +21,12 @@ export class Rtnl {
   /** Opens a handle in `ns` (undefined: the process's own namespace). */
   static open(ns?: Netns): Rtnl {
     const sock = inNetns(ns, () => createRtNetlink());
+    // An 'error' event without a listener would throw inside the addon's native callback and
+    // abort the process; requests in flight still fail on their own.
+    // Replies to a burst of pipelined requests can outrun a 208 KiB receive buffer; an overrun
+    // sets the socket's error (EPOLLERR), which the addon cannot report without aborting.
+    sock.socket.socket.setRecvBufferSize(RCVBUF);
+    sock.socket.on('error', (e) => process.emitWarning(`netlink socket${ns ? ` in ${String(ns)}` : ''}: ${e.message}`));
     return new Rtnl(sock, ns);
   }
 
@@ -37,7 +45,10 @@ export class Rtnl {
   }
 
   close(): void {
-    this.sock.socket.close();
+    // Never close inside the socket's own native callback: our code often runs in the
+    // microtasks drained there, and the addon aborts the process (Napi::Error) if the socket
+    // it is still handling is gone. setImmediate runs after that callback has returned.
+    setImmediate(() => this.sock.socket.close());
   }
 }
 
