@@ -1,0 +1,180 @@
+/**
+ * tnet as a Docker remote plugin: fastify on unix sockets under /run/docker/plugins/.
+ *
+ *   tnet.sock   NetworkDriver (tnet's bridge driver) + IpamDriver
+ *
+ * `docker network create -d tnet ...` picks the network driver, `--ipam-driver tnet` the IPAM.
+ * More drivers (overlay, macvlan) get their own socket names through `drivers`, e.g.
+ * { tnet: 'bridge', 'tnet-overlay': 'overlay' }; the first one also serves the IpamDriver.
+ *
+ * The sockets answer at once (Activate and GetCapabilities need no state), so dockerd never
+ * waits ~15 s for a missing plugin; calls that need the controller wait for it to be ready.
+ */
+import { chmodSync, chownSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Controller } from '../controller.js';
+import { DockerIpam, DockerNetworks, type IpamDriverApi, type NetworkDriverApi, hostRoutes } from '../docker.js';
+import { conflict } from '../errors.js';
+import { log } from '../log.js';
+import { pluginApp } from './server.js';
+
+export { pluginApp, type PluginBackends, type PluginAppOptions } from './server.js';
+
+export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
+
+export interface PluginOptions {
+  /** Where dockerd looks for plugin sockets (fixed at /run/docker/plugins in dockerd). */
+  readonly dir?: string;
+  /** The socket name of the main plugin (`-d NAME`, `--ipam-driver NAME`). Default "tnet". */
+  readonly name?: string;
+  /** Plugin name -> tnet driver type. Default { [name]: 'bridge' }. */
+  readonly drivers?: Readonly<Record<string, string>>;
+  /** Group that may use the sockets besides root (e.g. "docker"). Default: root only. */
+  readonly group?: string;
+  readonly bodyLimit?: number;
+  /** Accept tnet bridges in dockerd's DOCKER-USER chain (default true). */
+  readonly dockerUser?: boolean;
+}
+
+export interface PluginHandle {
+  readonly sockets: readonly string[];
+  readonly apps: readonly FastifyInstance[];
+  close(): Promise<void>;
+}
+
+/** Whether something answers on the socket (a live plugin we must not steal the path from). */
+function socketAlive(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ path });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+function groupId(name: string): number {
+  const line = readFileSync('/etc/group', 'utf8')
+    .split('\n')
+    .find((l) => l.split(':')[0] === name);
+  if (!line) throw conflict(`group "${name}" does not exist`, `group "${name}"`);
+  return Number(line.split(':')[2]);
+}
+
+/**
+ * Listens on `path` with mode 0660 from the first instant (the umask covers the bind), owned by
+ * root and `gid`: never world-writable, never a window where it is.
+ */
+async function listenPrivate(app: FastifyInstance, path: string, gid: number | undefined): Promise<void> {
+  try {
+    if (statSync(path).isSocket() && (await socketAlive(path)))
+      throw conflict(`another process is serving ${path} (is a tnet daemon already running?)`, `socket "${path}"`);
+    rmSync(path, { force: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  await app.ready();
+  const old = process.umask(0o117);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      app.server.once('error', reject);
+      app.server.listen({ path }, () => {
+        app.server.off('error', reject);
+        resolve();
+      });
+    });
+  } finally {
+    process.umask(old);
+  }
+  chmodSync(path, 0o660);
+  if (gid !== undefined) chownSync(path, 0, gid);
+}
+
+/**
+ * Starts the Docker plugin sockets for `controller` (or a promise of it: the sockets answer
+ * Activate and capability calls before the controller has reconciled). Returns a handle whose
+ * close() stops listening and removes the sockets.
+ */
+export async function startPlugin(controller: Controller | Promise<Controller>, opts: PluginOptions = {}): Promise<PluginHandle> {
+  const t0 = performance.now();
+  const dir = opts.dir ?? DEFAULT_PLUGIN_DIR;
+  const name = opts.name ?? 'tnet';
+  const drivers = opts.drivers ?? { [name]: 'bridge' };
+  const gid = opts.group === undefined ? undefined : groupId(opts.group);
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const ready = Promise.resolve(controller);
+  ready.catch(() => undefined); // each call reports it; no unhandled rejection here
+
+  const backends: DockerNetworks[] = [];
+  const apps: FastifyInstance[] = [];
+  const sockets: string[] = [];
+  let first = true;
+  try {
+    for (const [pluginName, driverType] of Object.entries(drivers)) {
+      const nets = ready.then((c) => {
+        const d = new DockerNetworks(c, { driver: driverType, dockerUser: opts.dockerUser });
+        backends.push(d);
+        return d;
+      });
+      nets.catch(() => undefined);
+      const ipam = first
+        ? ready.then((c) => new DockerIpam(c.ipam, () => hostRoutes(c.host.rtnl)))
+        : undefined;
+      ipam?.catch(() => undefined);
+      first = false;
+      const app = await pluginApp({ network: lazyNetwork(nets), ipam: ipam && lazyIpam(ipam) }, { bodyLimit: opts.bodyLimit });
+      const path = join(dir, `${pluginName}.sock`);
+      await listenPrivate(app, path, gid);
+      apps.push(app);
+      sockets.push(path);
+      // A plugin restarted while dockerd runs gets no new Activate: refresh DOCKER-USER now.
+      void nets.then((d) => d.activated()).catch((e) => log.warn({ err: e }, 'DOCKER-USER sync at start failed'));
+    }
+  } catch (e) {
+    for (const a of apps) await a.close();
+    for (const s of sockets) rmSync(s, { force: true });
+    throw e;
+  }
+  log.info({ sockets, ms: Math.round(performance.now() - t0) }, 'docker plugin listening');
+  return {
+    sockets,
+    apps,
+    async close() {
+      for (const a of apps) await a.close();
+      for (const s of sockets) rmSync(s, { force: true });
+      for (const b of backends) b.close();
+    },
+  };
+}
+
+/** The NetworkDriver side, waiting for the controller where a call needs it. */
+function lazyNetwork(p: Promise<NetworkDriverApi>): NetworkDriverApi {
+  return {
+    capabilities: () => ({ Scope: 'local', ConnectivityScope: 'local' }),
+    activated: async () => (await p).activated?.(),
+    createNetwork: async (r) => (await p).createNetwork(r),
+    deleteNetwork: async (r) => (await p).deleteNetwork(r),
+    createEndpoint: async (r) => (await p).createEndpoint(r),
+    endpointOperInfo: async (r) => (await p).endpointOperInfo(r),
+    deleteEndpoint: async (r) => (await p).deleteEndpoint(r),
+    join: async (r) => (await p).join(r),
+    leave: async (r) => (await p).leave(r),
+    programExternalConnectivity: async (r) => (await p).programExternalConnectivity(r),
+    revokeExternalConnectivity: async (r) => (await p).revokeExternalConnectivity(r),
+  };
+}
+
+function lazyIpam(p: Promise<IpamDriverApi>): IpamDriverApi {
+  const sync = new DockerIpam(undefined as never);
+  return {
+    capabilities: () => sync.capabilities(),
+    defaultAddressSpaces: () => sync.defaultAddressSpaces(),
+    requestPool: async (r) => (await p).requestPool(r),
+    releasePool: async (r) => (await p).releasePool(r),
+    requestAddress: async (r) => (await p).requestAddress(r),
+    releaseAddress: async (r) => (await p).releaseAddress(r),
+  };
+}

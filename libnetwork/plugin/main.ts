@@ -1,0 +1,35 @@
+/**
+ * The Docker plugin on its own: `node dist/libnetwork/plugin/main.js [--state-dir DIR]
+ * [--plugin-dir DIR] [--name NAME]`. Opens the state, reconciles, serves the plugin sockets until
+ * SIGTERM/SIGINT. `tnet daemon` serves the same sockets next to its control API; this entry is for
+ * hosts that want only the plugin, and for the e2e tests' kill -9 cases.
+ */
+import { Controller } from '../controller.js';
+import { log } from '../log.js';
+import { startPlugin } from './index.js';
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : undefined;
+}
+
+const t0 = performance.now();
+const ready = Controller.open({ stateDir: arg('state-dir') });
+const plugin = await startPlugin(ready, { dir: arg('plugin-dir'), name: arg('name') });
+let c: Controller;
+try {
+  c = await ready;
+} catch (e) {
+  log.fatal({ err: e }, 'could not open the state and reconcile');
+  await plugin.close();
+  process.exit(1);
+}
+log.info({ ms: Math.round(performance.now() - t0), sockets: plugin.sockets }, 'plugin ready');
+const stop = async (signal: string) => {
+  log.info({ signal }, 'stopping');
+  await plugin.close();
+  c.close();
+  process.exit(0);
+};
+process.once('SIGTERM', () => void stop('SIGTERM'));
+process.once('SIGINT', () => void stop('SIGINT'));

@@ -1,0 +1,308 @@
+/**
+ * A real Docker engine for the e2e tests, inside the test file's own network + mount namespace
+ * (test/integration/harness.ts isolate()), with private tmpfs mounts on /run/docker (the plugin
+ * socket path /run/docker/plugins is fixed in dockerd) and /run/containerd, its own --data-root,
+ * --exec-root, --host socket and pid file. Every process started here is stopped by its pid.
+ *
+ * Needs Debian's docker.io (dockerd, /usr/bin/docker 20.10, containerd, runc) and busybox-static;
+ * without them the file skips with the reason printed.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, copyFileSync, openSync, closeSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t, { type Test } from 'tap';
+import { isolate, sh, until } from '../integration/harness.js';
+
+export const DOCKER = '/usr/bin/docker';
+const NEEDED = ['/usr/sbin/dockerd', DOCKER, '/usr/bin/containerd', '/usr/sbin/runc', '/bin/busybox'];
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const PLUGIN_SOCKET = '/run/docker/plugins/tnet.sock';
+
+/** Skips the file (with the reason) without Docker; otherwise re-runs it isolated, like isolate(). */
+export async function isolateDocker(): Promise<void> {
+  if (process.env.TNET_ISOLATED !== '1') {
+    const missing = NEEDED.filter((p) => !existsSync(p));
+    if (missing.length) {
+      t.plan(0, `e2e: Docker engine not installed (missing ${missing.join(', ')}; apt-get install docker.io busybox-static)`);
+      process.exit(0);
+    }
+    if (!existsSync(join(ROOT, 'dist/libnetwork/plugin/main.js'))) {
+      t.plan(0, 'e2e: dist/ is not built (npx tsc -p tsconfig.json)');
+      process.exit(0);
+    }
+  }
+  await isolate();
+  // Inside our own mount namespace now: these mounts are private to this file.
+  for (const d of ['/run/docker', '/run/containerd']) {
+    mkdirSync(d, { recursive: true });
+    const r = sh(`mount -t tmpfs tnet-e2e ${d}`);
+    if (r.code !== 0) throw new Error(`mount tmpfs on ${d}: ${r.out}`);
+  }
+}
+
+export interface Run {
+  code: number;
+  out: string;
+  err: string;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Sends `signal` to `pid` and waits for it to be gone; SIGKILL after `ms`. */
+export async function stopPid(pid: number, ms = 20_000, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (!pidAlive(pid)) return;
+  try {
+    process.kill(pid, signal);
+  } catch {
+    return;
+  }
+  if (await until(() => !pidAlive(pid) || isZombie(pid), ms)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* gone */
+  }
+  await until(() => !pidAlive(pid) || isZombie(pid), 5000);
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}
+
+/** Waits for a child we spawned to exit (reaping it). */
+function exited(child: ChildProcess, ms: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((res) => {
+    const timer = setTimeout(() => res(false), ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      res(true);
+    });
+  });
+}
+
+export interface DockerdOptions {
+  readonly iptables?: boolean;
+  /** Give dockerd no default bridge (docker0). */
+  readonly noBridge?: boolean;
+}
+
+/** One dockerd of our own. */
+export class Dockerd {
+  readonly base: string;
+  readonly sock: string;
+  readonly pidFile: string;
+  child: ChildProcess | undefined;
+  private readonly args: string[];
+
+  constructor(base: string, opts: DockerdOptions) {
+    this.base = base;
+    this.sock = join(base, 'docker.sock');
+    this.pidFile = join(base, 'dockerd.pid');
+    mkdirSync(join(base, 'data'), { recursive: true });
+    mkdirSync(join(base, 'exec'), { recursive: true });
+    writeFileSync(join(base, 'daemon.json'), '{}\n');
+    this.args = [
+      '--data-root', join(base, 'data'), '--exec-root', join(base, 'exec'), '--pidfile', this.pidFile,
+      '--host', `unix://${this.sock}`, '--config-file', join(base, 'daemon.json'), '--log-level', 'warn',
+      `--iptables=${opts.iptables === false ? 'false' : 'true'}`,
+      ...(opts.noBridge ? ['--bridge=none'] : []),
+    ];
+  }
+
+  async start(): Promise<void> {
+    const log = openSync(join(this.base, 'dockerd.log'), 'a');
+    this.child = spawn('/usr/sbin/dockerd', this.args, { stdio: ['ignore', log, log] });
+    closeSync(log);
+    const ok = await until(() => this.docker('version', '--format', '{{.Server.Version}}').code === 0 || this.child?.exitCode !== null, 30_000);
+    if (!ok || this.child.exitCode !== null) throw new Error(`dockerd did not start:\n${this.log().slice(-3000)}`);
+  }
+
+  log(): string {
+    try {
+      return readFileSync(join(this.base, 'dockerd.log'), 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  /** The /usr/bin/docker client (20.10, API 1.41) against this dockerd. */
+  docker(...args: string[]): Run {
+    const r = spawnSync(DOCKER, ['-H', `unix://${this.sock}`, ...args], { encoding: 'utf8', timeout: 120_000 });
+    return { code: r.status ?? 1, out: (r.stdout ?? '').trim(), err: (r.stderr ?? '').trim() };
+  }
+
+  /** `docker ...` that must succeed: returns stdout. */
+  ok(tt: Test, ...args: string[]): string {
+    const r = this.docker(...args);
+    if (r.code !== 0) tt.fail(`docker ${args.join(' ')}: exit ${r.code}: ${r.err || r.out}`);
+    return r.out;
+  }
+
+  /** The pid of dockerd's own containerd (it keeps running if dockerd is killed). */
+  private containerdPid(): number | undefined {
+    try {
+      return Number(readFileSync(join(this.base, 'exec/containerd/containerd.pid'), 'utf8').trim()) || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Graceful stop; SIGKILL after 30 s. Stops the containerd it started too. */
+  async stop(): Promise<void> {
+    const c = this.child;
+    if (c && c.exitCode === null && c.signalCode === null) {
+      c.kill('SIGTERM');
+      if (!(await exited(c, 30_000))) {
+        c.kill('SIGKILL');
+        await exited(c, 5000);
+      }
+    }
+    const cd = this.containerdPid();
+    if (cd !== undefined) await stopPid(cd, 10_000);
+  }
+
+  /** kill -9 (containerd and the containers' shims keep running, as on a real host). */
+  async kill9(): Promise<void> {
+    const c = this.child;
+    if (c && c.exitCode === null && c.signalCode === null) {
+      c.kill('SIGKILL');
+      await exited(c, 10_000);
+    }
+  }
+}
+
+/** Starts a dockerd for the test; stopped (and its files removed) at teardown. */
+export async function startDockerd(tt: Test, opts: DockerdOptions = {}): Promise<Dockerd> {
+  const base = mkdtempSync(join(tmpdir(), 'tnet-e2e-'));
+  const d = new Dockerd(base, opts);
+  tt.teardown(async () => {
+    const left = d.docker('ps', '-aq').out.split('\n').filter(Boolean);
+    if (left.length) d.docker('rm', '-f', ...left);
+    await d.stop();
+    sh(`umount -R ${base}/exec 2>/dev/null; umount -R ${base}/data 2>/dev/null`);
+    rmSync(base, { recursive: true, force: true });
+  });
+  await d.start();
+  return d;
+}
+
+/** A busybox image built from busybox-static, with no registry: `docker import`. */
+export function importBusybox(d: Dockerd, tag = 'tnet-e2e/busybox'): string {
+  const root = mkdtempSync(join(tmpdir(), 'tnet-bb-'));
+  try {
+    for (const sub of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'www']) mkdirSync(join(root, sub));
+    copyFileSync('/bin/busybox', join(root, 'bin/busybox'));
+    const applets = spawnSync('/bin/busybox', ['--list'], { encoding: 'utf8' }).stdout.split('\n').filter((a) => a && a !== 'busybox');
+    for (const a of applets) symlinkSync('busybox', join(root, 'bin', a));
+    writeFileSync(join(root, 'www/index.html'), 'hello-from-container\n');
+    const r = spawnSync('sh', ['-c', `tar -C ${root} -c . | ${DOCKER} -H unix://${d.sock} import -c 'ENV PATH=/bin' - ${tag}`], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`docker import: ${r.stderr}`);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+  return tag;
+}
+
+/** One POST to a plugin socket, as dockerd sends it (no Content-Type). */
+export function pluginCall(path: string, body: string | object, socket = PLUGIN_SOCKET): Promise<{ status: number; body: string; json: unknown }> {
+  const data = typeof body === 'string' ? body : JSON.stringify(body);
+  return new Promise((res, rej) => {
+    const req = request(
+      { socketPath: socket, path, method: 'POST', headers: { Accept: 'application/vnd.docker.plugins.v1.2+json', 'Content-Length': Buffer.byteLength(data) } },
+      (resp) => {
+        let text = '';
+        resp.setEncoding('utf8');
+        resp.on('data', (c: string) => (text += c));
+        resp.on('end', () => {
+          let json: unknown;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            json = undefined;
+          }
+          res({ status: resp.statusCode ?? 0, body: text, json });
+        });
+      },
+    );
+    req.on('error', rej);
+    req.end(data);
+  });
+}
+
+/** tnet's plugin as its own process (so it can be killed -9), on its own state directory. */
+export class TnetPlugin {
+  child: ChildProcess | undefined;
+  constructor(readonly stateDir: string, readonly logFile: string) {}
+
+  async start(): Promise<number> {
+    const t0 = performance.now();
+    const log = openSync(this.logFile, 'a');
+    this.child = spawn(process.execPath, [join(ROOT, 'dist/libnetwork/plugin/main.js'), '--state-dir', this.stateDir], {
+      stdio: ['ignore', log, log],
+      env: { ...process.env, TNET_LOG_LEVEL: process.env.TNET_LOG_LEVEL ?? 'info' },
+    });
+    closeSync(log);
+    const up = await until(async () => {
+      if (this.child?.exitCode !== null) return true;
+      try {
+        return (await pluginCall('/Plugin.Activate', '')).status === 200;
+      } catch {
+        return false;
+      }
+    }, 15_000);
+    if (!up || this.child.exitCode !== null) throw new Error(`tnet plugin did not start:\n${this.log().slice(-3000)}`);
+    return performance.now() - t0;
+  }
+
+  log(): string {
+    try {
+      return readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const c = this.child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    c.kill(signal);
+    if (!(await exited(c, 15_000))) {
+      c.kill('SIGKILL');
+      await exited(c, 5000);
+    }
+  }
+}
+
+export async function startTnet(tt: Test, stateDir?: string): Promise<TnetPlugin> {
+  const dir = stateDir ?? mkdtempSync(join(tmpdir(), 'tnet-e2e-state-'));
+  const p = new TnetPlugin(dir, join(dir, 'plugin.log'));
+  tt.teardown(async () => {
+    await p.stop();
+    if (!stateDir) rmSync(dir, { recursive: true, force: true });
+  });
+  await p.start();
+  return p;
+}
+
+/** What tnet could have left on the host: links (tn*), its nft table, DOCKER-USER rules. */
+export function tnetLeftovers(): { links: string[]; tables: string[]; dockerUser: string[] } {
+  const links = sh("ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1").out.split('\n').filter((l) => l.startsWith('tn'));
+  const tables = sh('nft list tables').out.split('\n').filter((x) => x.includes('tnet'));
+  const dockerUser = sh('iptables-save -t filter 2>/dev/null; ip6tables-save -t filter 2>/dev/null').out.split('\n').filter((l) => l.includes('tnet:'));
+  return { links, tables, dockerUser };
+}
