@@ -152,9 +152,16 @@ export async function startPlugin(controller: Controller | Promise<Controller>, 
 
 /** The NetworkDriver side, waiting for the controller where a call needs it. */
 function lazyNetwork(p: Promise<NetworkDriverApi>): NetworkDriverApi {
+  let ready: NetworkDriverApi | undefined;
+  p.then((n) => (ready = n)).catch(() => undefined);
   return {
     capabilities: () => ({ Scope: 'local', ConnectivityScope: 'local' }),
-    activated: async () => (await p).activated?.(),
+    // Activate never waits for the controller (dockerd gives up on a slow plugin); once it is
+    // ready, the firewall refresh finishes before the answer, so the next Join's traffic passes.
+    activated: async () => {
+      if (ready) await ready.activated?.();
+      else void p.then((n) => n.activated?.()).catch((e) => log.warn({ err: e }, 'activation hook failed'));
+    },
     createNetwork: async (r) => (await p).createNetwork(r),
     deleteNetwork: async (r) => (await p).deleteNetwork(r),
     createEndpoint: async (r) => (await p).createEndpoint(r),
