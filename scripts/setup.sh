@@ -19,7 +19,7 @@ fi
 # better-sqlite3 has no prebuilt binary reachable here: npm builds it from source (~70 s, once).
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
   echo "setup: npm ci" >&2
-  npm ci --no-audit --no-fund --loglevel=error
+  npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error
 fi
 npx tsc -p tsconfig.json
 chmod +x dist/cli/main.js
