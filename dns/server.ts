@@ -521,7 +521,7 @@ export class DnsServer {
 
   private makeForwarder(upstreams?: (string | Upstream)[]): Forwarder {
     const ups = upstreams ? upstreams.map(parseUpstream) : hostUpstreams(this.opts.resolvConf);
-    if (ups.length === 0) this.log.warn('dns: no upstream resolvers; names that are not tnet\'s will get SERVFAIL');
+    if (ups.length === 0 && !upstreams) this.log.warn('dns: no upstream resolvers in the host resolv.conf; names that are not tnet\'s will get SERVFAIL');
     return new Forwarder({
       upstreams: ups,
       timeoutMs: this.opts.upstreamTimeoutMs ?? 2000,
@@ -673,7 +673,10 @@ export class DnsServer {
     const address = s.remoteAddress ?? '';
     let buf: Buffer | null = null;
     let partial: NodeJS.Timeout | null = null;
-    s.setTimeout(this.tcpIdleMs, () => s.destroy());
+    let pending = 0; // forwards still running for this connection: not idle
+    s.setTimeout(this.tcpIdleMs, () => {
+      if (pending === 0) s.destroy();
+    });
     s.on('error', () => undefined);
     s.on('close', () => {
       this.stats.tcpConnections--;
@@ -711,8 +714,19 @@ export class DnsServer {
           this.log.error({ err: (e as Error).stack }, 'dns: failed to answer');
           continue;
         }
-        if (r instanceof Promise) r.then(send, (e: Error) => this.log.error({ err: e.stack }, 'dns: failed to forward'));
-        else send(r);
+        if (r instanceof Promise) {
+          pending++;
+          r.then(
+            (b) => {
+              pending--;
+              send(b);
+            },
+            (e: Error) => {
+              pending--;
+              this.log.error({ err: e.stack }, 'dns: failed to forward');
+            },
+          );
+        } else send(r);
       }
       if (partial !== null && (buf === null || progressed)) {
         clearTimeout(partial);
