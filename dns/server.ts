@@ -256,6 +256,14 @@ export class DnsServer {
   get upstreams(): readonly Upstream[] {
     return this.forwarder.upstreams;
   }
+  /** Forwards waiting for an upstream right now. */
+  get inflightForwards(): number {
+    return this.forwarder.inflight;
+  }
+  /** Encoded answers held in the cache, over all scopes. */
+  get cachedAnswers(): number {
+    return this.cacheEntries;
+  }
 
   /**
    * Serve a scope on a socket pair: by fd (sockets the controller created inside a namespace) or by
