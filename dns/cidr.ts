@@ -85,8 +85,14 @@ export function cidrContains(c: Cidr, addr: Buffer): boolean {
   return true;
 }
 
-/** Source address of a datagram/connection to bytes; IPv4-mapped IPv6 (::ffff:a.b.c.d) becomes IPv4. */
+/**
+ * Source address of a datagram/connection to bytes; an IPv4-mapped IPv6 address (::ffff:a.b.c.d,
+ * however it is written: a dual-stack socket reports IPv4 clients that way) becomes IPv4.
+ */
 export function clientBytes(address: string): Buffer | null {
-  if (address.startsWith('::ffff:') && address.includes('.')) return ipv4Bytes(address.slice(7));
-  return ipv4Bytes(address) ?? ipv6Bytes(address);
+  const v4 = ipv4Bytes(address);
+  if (v4) return v4;
+  const v6 = ipv6Bytes(address);
+  if (v6 && v6.readUInt32BE(0) === 0 && v6.readUInt32BE(4) === 0 && v6.readUInt32BE(8) === 0xffff) return v6.subarray(12);
+  return v6;
 }

@@ -486,3 +486,35 @@ describe('dns listener by file descriptor', () => {
     await s.close();
   });
 });
+
+const hasV6 = await new Promise<boolean>((r) => {
+  const u = dgram.createSocket('udp6');
+  u.on('error', () => r(false));
+  u.bind(0, '::1', () => u.close(() => r(true)));
+});
+
+describe.runIf(hasV6)('dns over IPv6 loopback', () => {
+  it('answers on ::1 over UDP (both paths) and TCP, and scopes IPv6 clients by subnet', async () => {
+    for (const batchUdp of [true, false]) {
+      const s = new DnsServer({ upstreams: [], batchUdp });
+      s.setNetwork({ networkId: 'n', name: 'six', internal: true, subnets: ['::1/128'] });
+      s.setEndpoint({ endpointId: 'e', networkId: 'n', names: ['h'], ipv4: '10.6.0.2', ipv6: 'fd06::2' });
+      const l = await s.addListener({ host: '::1', port: 0 }, { networkId: 'n' });
+      const ask6 = (msg: Buffer) =>
+        new Promise<Buffer>((resolve, reject) => {
+          const c = dgram.createSocket('udp6');
+          const t = setTimeout(() => reject(new Error('no answer over IPv6')), 3000);
+          c.on('message', (m) => {
+            clearTimeout(t);
+            c.close();
+            resolve(m);
+          });
+          c.send(msg, l.udp!.port, '::1');
+        });
+      expect(data(decode(await ask6(q('h.six', 'AAAA'))))).toEqual(['fd06::2']);
+      expect(data(decode(await tcpAsk('::1', l.tcp!.port, q('h'))))).toEqual(['10.6.0.2']);
+      await s.close();
+    }
+  });
+});
+

@@ -113,6 +113,7 @@ describe('dns addresses', () => {
     expect(cidrContains(c, clientBytes('10.1.15.255')!)).toBe(true);
     expect(cidrContains(c, clientBytes('10.1.16.0')!)).toBe(false);
     expect(cidrContains(c, clientBytes('::ffff:10.1.0.1')!)).toBe(true);
+    expect(cidrContains(c, clientBytes('0:0:0:0:0:ffff:a01:5')!)).toBe(true); // mapped, as the batch path writes it
     const v6 = parseCidr('fd00:1::/63');
     expect(cidrContains(v6, clientBytes('fd00:1:0:1::9')!)).toBe(true);
     expect(cidrContains(v6, clientBytes('fd00:1:0:2::9')!)).toBe(false);
