@@ -38,9 +38,17 @@ const dnsmasq = spawn(
   ],
   { stdio: 'ignore' },
 );
-t.teardown(() => {
+const stopDnsmasq = () => {
   if (dnsmasq.pid !== undefined && dnsmasq.exitCode === null && dnsmasq.signalCode === null) process.kill(dnsmasq.pid, 'SIGTERM');
-});
+};
+t.teardown(stopDnsmasq);
+// tap's timeout kills this process: take dnsmasq along
+process.on('exit', stopDnsmasq);
+for (const sig of ['SIGTERM', 'SIGINT'] as const)
+  process.once(sig, () => {
+    stopDnsmasq();
+    process.exit(1);
+  });
 
 // async: the server runs in this process, a synchronous dig would block it
 const run = promisify(execFile);
