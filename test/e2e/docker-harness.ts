@@ -194,7 +194,7 @@ export async function startDockerd(tt: Test, opts: DockerdOptions = {}): Promise
     const left = d.docker('ps', '-aq').out.split('\n').filter(Boolean);
     if (left.length) d.docker('rm', '-f', ...left);
     await d.stop();
-    sh(`umount -R ${base}/exec 2>/dev/null; umount -R ${base}/data 2>/dev/null`);
+    unmountUnder(base);
     rmSync(base, { recursive: true, force: true });
   });
   await d.start();
@@ -305,4 +305,27 @@ export function tnetLeftovers(): { links: string[]; tables: string[]; dockerUser
   const tables = sh('nft list tables').out.split('\n').filter((x) => x.includes('tnet'));
   const dockerUser = sh('iptables-save -t filter 2>/dev/null; ip6tables-save -t filter 2>/dev/null').out.split('\n').filter((l) => l.includes('tnet:'));
   return { links, tables, dockerUser };
+}
+
+/** `docker ...` without blocking the event loop (for parallel starts). */
+export function dockerAsync(d: Dockerd, args: string[]): Promise<Run> {
+  return new Promise((res) => {
+    const c = spawn(DOCKER, ['-H', `unix://${d.sock}`, ...args]);
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (b) => (out += b));
+    c.stderr.on('data', (b) => (err += b));
+    c.on('close', (code) => res({ code: code ?? 1, out: out.trim(), err: err.trim() }));
+  });
+}
+
+/** Unmounts everything mounted under `dir` (dockerd's netns files, overlay layers), deepest first. */
+export function unmountUnder(dir: string): void {
+  const points = readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[1] ?? '')
+    .map((p) => p.replace(/\\040/g, ' '))
+    .filter((p) => p === dir || p.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const p of points) spawnSync('umount', ['-l', p]);
 }
