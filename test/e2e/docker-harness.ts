@@ -8,7 +8,7 @@
  * without them the file skips with the reason printed.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, copyFileSync, openSync, closeSync } from 'node:fs';
+import { existsSync, readdirSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, copyFileSync, openSync, closeSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -125,6 +125,10 @@ export class Dockerd {
   }
 
   async start(): Promise<void> {
+    // After a kill -9, dockerd's containerd may be gone or a zombie nobody reaps (the test runner
+    // can be a child subreaper): its pid file would make the new dockerd wait on a dead socket.
+    const cd = this.containerdPid();
+    if (cd !== undefined && (!pidAlive(cd) || isZombie(cd))) rmSync(join(this.base, 'exec/containerd/containerd.pid'), { force: true });
     const log = openSync(join(this.base, 'dockerd.log'), 'a');
     this.child = spawn('/usr/sbin/dockerd', this.args, { stdio: ['ignore', log, log] });
     closeSync(log);
@@ -174,6 +178,24 @@ export class Dockerd {
     }
     const cd = this.containerdPid();
     if (cd !== undefined) await stopPid(cd, 10_000);
+    // Containers whose containerd died (a kill -9 test) keep their shims: stop them by pid.
+    const tasks = join(this.base, 'exec/containerd/daemon/io.containerd.runtime.v2.task/moby');
+    let ids: string[] = [];
+    try {
+      ids = readdirSync(tasks);
+    } catch {
+      /* none */
+    }
+    for (const id of ids) {
+      for (const f of ['init.pid', 'shim.pid']) {
+        try {
+          const pid = Number(readFileSync(join(tasks, id, f), 'utf8').trim());
+          if (pid > 1) await stopPid(pid, 2000, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
   }
 
   /** kill -9 (containerd and the containers' shims keep running, as on a real host). */

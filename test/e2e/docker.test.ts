@@ -269,6 +269,9 @@ t.test('with dockerd defaults (--iptables=true, FORWARD policy DROP)', async (t)
 });
 
 t.test('with dockerd --iptables=false', async (t) => {
+  // The earlier dockerd of this file left its iptables chains in our private namespace: start clean.
+  sh('iptables -F; iptables -X; iptables -t nat -F; iptables -t nat -X; iptables -P FORWARD ACCEPT');
+  t.equal(sh('iptables -S DOCKER-USER').code === 0, false, 'no DOCKER-USER chain to begin with');
   const tnet = await startTnet(t);
   const d = await startDockerd(t, { iptables: false, noBridge: true });
   const img = importBusybox(d);
