@@ -145,7 +145,9 @@ export interface NetworkDriverApi {
 /** What the plugin face needs of the IpamDriver side (the real one is DockerIpam). */
 export interface IpamDriverApi {
   capabilities(): { RequiresMACAddress: boolean; RequiresRequestReplay: boolean };
-  defaultAddressSpaces(): { LocalDefaultAddressSpace: string; GlobalDefaultAddressSpace: string };
+  defaultAddressSpaces():
+    | { LocalDefaultAddressSpace: string; GlobalDefaultAddressSpace: string }
+    | Promise<{ LocalDefaultAddressSpace: string; GlobalDefaultAddressSpace: string }>;
   requestPool(r: RequestPoolRequest): Promise<RequestPoolResponse>;
   releasePool(r: { PoolID: string }): Promise<void>;
   requestAddress(r: RequestAddressRequest): Promise<RequestAddressResponse>;

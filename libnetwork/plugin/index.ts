@@ -15,7 +15,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Controller } from '../controller.js';
-import { DockerIpam, DockerNetworks, type IpamDriverApi, type NetworkDriverApi, hostRoutes } from '../docker.js';
+import type { DockerNetworks, IpamDriverApi, NetworkDriverApi } from '../docker.js';
 import { conflict } from '../errors.js';
 import { log } from '../log.js';
 import { pluginApp } from './server.js';
@@ -23,6 +23,10 @@ import { pluginApp } from './server.js';
 export { pluginApp, type PluginBackends, type PluginAppOptions } from './server.js';
 
 export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
+
+/** The Docker operations and the kernel modules under them load when first needed, not before the socket. */
+let dockerModule: Promise<typeof import('../docker.js')> | undefined;
+const docker = () => (dockerModule ??= import('../docker.js'));
 
 export interface PluginOptions {
   /** Where dockerd looks for plugin sockets (fixed at /run/docker/plugins in dockerd). */
@@ -114,18 +118,21 @@ export async function startPlugin(controller: Controller | Promise<Controller>, 
   let first = true;
   try {
     for (const [pluginName, driverType] of Object.entries(drivers)) {
-      const nets = ready.then((c) => {
+      const nets = ready.then(async (c) => {
+        const { DockerNetworks } = await docker();
         const d = new DockerNetworks(c, { driver: driverType, dockerUser: opts.dockerUser });
         backends.push(d);
         return d;
       });
       nets.catch(() => undefined);
       const ipam = first
-        ? ready.then((c) => new DockerIpam(c.ipam, () => hostRoutes(c.host.rtnl)))
+        ? lazyIpam(docker, ready.then(async (c) => {
+            const { DockerIpam, hostRoutes } = await docker();
+            return new DockerIpam(c.ipam, () => hostRoutes(c.host.rtnl));
+          }))
         : undefined;
-      ipam?.catch(() => undefined);
       first = false;
-      const app = await pluginApp({ network: lazyNetwork(nets), ipam: ipam && lazyIpam(ipam) }, { bodyLimit: opts.bodyLimit });
+      const app = await pluginApp({ network: lazyNetwork(nets), ipam }, { bodyLimit: opts.bodyLimit });
       const path = join(dir, `${pluginName}.sock`);
       await listenPrivate(app, path, gid);
       apps.push(app);
@@ -174,11 +181,14 @@ function lazyNetwork(p: Promise<NetworkDriverApi>): NetworkDriverApi {
   };
 }
 
-function lazyIpam(p: Promise<IpamDriverApi>): IpamDriverApi {
-  const sync = new DockerIpam(undefined as never);
+function lazyIpam(docker: () => Promise<typeof import('../docker.js')>, p: Promise<IpamDriverApi>): IpamDriverApi {
+  p.catch(() => undefined);
   return {
-    capabilities: () => sync.capabilities(),
-    defaultAddressSpaces: () => sync.defaultAddressSpaces(),
+    capabilities: () => ({ RequiresMACAddress: false, RequiresRequestReplay: false }),
+    defaultAddressSpaces: async () => {
+      const d = await docker();
+      return { LocalDefaultAddressSpace: d.LOCAL_ADDRESS_SPACE, GlobalDefaultAddressSpace: d.GLOBAL_ADDRESS_SPACE };
+    },
     requestPool: async (r) => (await p).requestPool(r),
     releasePool: async (r) => (await p).releasePool(r),
     requestAddress: async (r) => (await p).requestAddress(r),

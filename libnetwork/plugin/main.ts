@@ -4,7 +4,7 @@
  * SIGTERM/SIGINT. `tnet daemon` serves the same sockets next to its control API; this entry is for
  * hosts that want only the plugin, and for the e2e tests' kill -9 cases.
  */
-import { Controller } from '../controller.js';
+import type { Controller } from '../controller.js';
 import { log } from '../log.js';
 import { startPlugin } from './index.js';
 
@@ -14,8 +14,11 @@ function arg(name: string): string | undefined {
 }
 
 const t0 = performance.now();
-const ready = Controller.open({ stateDir: arg('state-dir') });
+// The socket first (dockerd may be waiting), then the controller and the kernel modules.
+let openController!: (c: Promise<Controller>) => void;
+const ready = new Promise<Controller>((res) => (openController = res));
 const plugin = await startPlugin(ready, { dir: arg('plugin-dir'), name: arg('name') });
+openController(import('../controller.js').then(({ Controller }) => Controller.open({ stateDir: arg('state-dir') })));
 let c: Controller;
 try {
   c = await ready;

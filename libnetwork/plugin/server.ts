@@ -1,7 +1,7 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { IpamDriverApi, NetworkDriverApi } from '../docker.js';
 import { TnetError } from '../errors.js';
-import { KernelError } from '../kernel/index.js';
+import { KernelError } from '../kernel/error.js';
 import { log } from '../log.js';
 import * as schemas from './schemas.js';
 
