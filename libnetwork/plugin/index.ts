@@ -13,20 +13,23 @@
 import { chmodSync, chownSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { Controller } from '../controller.js';
 import type { DockerNetworks, IpamDriverApi, NetworkDriverApi } from '../docker.js';
 import { conflict } from '../errors.js';
-import { log } from '../log.js';
-import { pluginApp } from './server.js';
 
-export { pluginApp, type PluginBackends, type PluginAppOptions } from './server.js';
+export type { PluginBackends, PluginAppOptions } from './server.js';
 
 export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
 
 /** The Docker operations and the kernel modules under them load when first needed, not before the socket. */
 let dockerModule: Promise<typeof import('../docker.js')> | undefined;
 const docker = () => (dockerModule ??= import('../docker.js'));
+
+/** The logger (pino) loads after the sockets listen too: it alone costs ~90 ms of start-up. */
+type Logger = (typeof import('../log.js'))['log'];
+const withLog = (fn: (log: Logger) => void) => void import('../log.js').then(({ log }) => fn(log));
 
 export interface PluginOptions {
   /** Where dockerd looks for plugin sockets (fixed at /run/docker/plugins in dockerd). */
@@ -68,33 +71,73 @@ function groupId(name: string): number {
   return Number(line.split(':')[2]);
 }
 
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
 /**
- * Listens on `path` with mode 0660 from the first instant (the umask covers the bind), owned by
- * root and `gid`: never world-writable, never a window where it is.
+ * A plain node:http server that listens at once, before fastify and the state are loaded (they
+ * cost a few hundred ms): it answers Plugin.Activate and the capability calls itself, holds the
+ * other requests, and hands everything to fastify's handler once that is ready.
  */
-async function listenPrivate(app: FastifyInstance, path: string, gid: number | undefined): Promise<void> {
-  try {
-    if (statSync(path).isSocket() && (await socketAlive(path)))
-      throw conflict(`another process is serving ${path} (is a tnet daemon already running?)`, `socket "${path}"`);
-    rmSync(path, { force: true });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+class EarlySocket {
+  readonly server: Server;
+  private handler: Handler | undefined;
+  private readonly held: [IncomingMessage, ServerResponse][] = [];
+
+  constructor(private readonly early: Readonly<Record<string, unknown>>) {
+    this.server = createServer((req, res) => this.request(req, res));
   }
-  await app.ready();
-  const old = process.umask(0o117);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      app.server.once('error', reject);
-      app.server.listen({ path }, () => {
-        app.server.off('error', reject);
-        resolve();
-      });
+
+  private request(req: IncomingMessage, res: ServerResponse): void {
+    if (this.handler) return this.handler(req, res);
+    const answer = req.method === 'POST' ? this.early[req.url ?? ''] : undefined;
+    if (answer === undefined) {
+      this.held.push([req, res]);
+      return;
+    }
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(answer));
     });
-  } finally {
-    process.umask(old);
   }
-  chmodSync(path, 0o660);
-  if (gid !== undefined) chownSync(path, 0, gid);
+
+  attach(handler: Handler): Server {
+    this.handler = handler;
+    return this.server;
+  }
+
+  /** Fastify is ready: the held requests go to it, in order. */
+  release(): void {
+    for (const [req, res] of this.held.splice(0)) this.handler!(req, res);
+  }
+
+  /**
+   * Listens on `path` with mode 0660 from the first instant (the umask covers the bind), owned by
+   * root and `gid`: never world-writable, never a window where it is.
+   */
+  async listen(path: string, gid: number | undefined): Promise<void> {
+    try {
+      if (statSync(path).isSocket() && (await socketAlive(path)))
+        throw conflict(`another process is serving ${path} (is a tnet daemon already running?)`, `socket "${path}"`);
+      rmSync(path, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    const old = process.umask(0o117);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.server.once('error', reject);
+        this.server.listen({ path }, () => {
+          this.server.off('error', reject);
+          resolve();
+        });
+      });
+    } finally {
+      process.umask(old);
+    }
+    chmodSync(path, 0o660);
+    if (gid !== undefined) chownSync(path, 0, gid);
+  }
 }
 
 /**
@@ -115,9 +158,28 @@ export async function startPlugin(controller: Controller | Promise<Controller>, 
   const backends: DockerNetworks[] = [];
   const apps: FastifyInstance[] = [];
   const sockets: string[] = [];
+  const early: EarlySocket[] = [];
   let first = true;
   try {
-    for (const [pluginName, driverType] of Object.entries(drivers)) {
+    // 1. Every socket listens and answers activation, within milliseconds of the process start.
+    for (const pluginName of Object.keys(drivers)) {
+      const withIpam = early.length === 0;
+      const e = new EarlySocket({
+        '/Plugin.Activate': { Implements: withIpam ? ['NetworkDriver', 'IpamDriver'] : ['NetworkDriver'] },
+        '/NetworkDriver.GetCapabilities': { Scope: 'local', ConnectivityScope: 'local' },
+        ...(withIpam ? { '/IpamDriver.GetCapabilities': { RequiresMACAddress: false, RequiresRequestReplay: false } } : {}),
+      });
+      const path = join(dir, `${pluginName}.sock`);
+      await e.listen(path, gid);
+      early.push(e);
+      sockets.push(path);
+    }
+    const answering = Math.round(performance.now() - t0);
+    withLog((log) => log.debug({ sockets, ms: answering }, 'docker plugin sockets answering activation'));
+    // 2. Then fastify with the schemas, and the Docker operations once the controller is ready.
+    const { pluginApp } = await import('./server.js');
+    for (const [i, [, driverType]] of Object.entries(drivers).entries()) {
+      const e = early[i]!;
       const nets = ready.then(async (c) => {
         const { DockerNetworks } = await docker();
         const d = new DockerNetworks(c, { driver: driverType, dockerUser: opts.dockerUser });
@@ -132,25 +194,27 @@ export async function startPlugin(controller: Controller | Promise<Controller>, 
           }))
         : undefined;
       first = false;
-      const app = await pluginApp({ network: lazyNetwork(nets), ipam }, { bodyLimit: opts.bodyLimit });
-      const path = join(dir, `${pluginName}.sock`);
-      await listenPrivate(app, path, gid);
+      const app = await pluginApp({ network: lazyNetwork(nets), ipam }, { bodyLimit: opts.bodyLimit, serverFactory: (h) => e.attach(h) });
+      await app.ready();
+      e.release();
       apps.push(app);
-      sockets.push(path);
       // A plugin restarted while dockerd runs gets no new Activate: refresh DOCKER-USER now.
-      void nets.then((d) => d.activated()).catch((e) => log.warn({ err: e }, 'DOCKER-USER sync at start failed'));
+      void nets.then((d) => d.activated()).catch((err) => withLog((log) => log.warn({ err }, 'DOCKER-USER sync at start failed')));
     }
-  } catch (e) {
+  } catch (err) {
     for (const a of apps) await a.close();
+    for (const e of early) e.server.close();
     for (const s of sockets) rmSync(s, { force: true });
-    throw e;
+    throw err;
   }
-  log.info({ sockets, ms: Math.round(performance.now() - t0) }, 'docker plugin listening');
+  const ms = Math.round(performance.now() - t0);
+  withLog((log) => log.info({ sockets, ms }, 'docker plugin listening'));
   return {
     sockets,
     apps,
     async close() {
       for (const a of apps) await a.close();
+      for (const e of early) if (e.server.listening) e.server.close();
       for (const s of sockets) rmSync(s, { force: true });
       for (const b of backends) b.close();
     },
@@ -167,7 +231,7 @@ function lazyNetwork(p: Promise<NetworkDriverApi>): NetworkDriverApi {
     // ready, the firewall refresh finishes before the answer, so the next Join's traffic passes.
     activated: async () => {
       if (ready) await ready.activated?.();
-      else void p.then((n) => n.activated?.()).catch((e) => log.warn({ err: e }, 'activation hook failed'));
+      else void p.then((n) => n.activated?.()).catch((err) => withLog((log) => log.warn({ err }, 'activation hook failed')));
     },
     createNetwork: async (r) => (await p).createNetwork(r),
     deleteNetwork: async (r) => (await p).deleteNetwork(r),

@@ -5,7 +5,6 @@
  * hosts that want only the plugin, and for the e2e tests' kill -9 cases.
  */
 import type { Controller } from '../controller.js';
-import { log } from '../log.js';
 import { startPlugin } from './index.js';
 
 function arg(name: string): string | undefined {
@@ -19,6 +18,7 @@ let openController!: (c: Promise<Controller>) => void;
 const ready = new Promise<Controller>((res) => (openController = res));
 const plugin = await startPlugin(ready, { dir: arg('plugin-dir'), name: arg('name') });
 openController(import('../controller.js').then(({ Controller }) => Controller.open({ stateDir: arg('state-dir') })));
+const { log } = await import('../log.js');
 let c: Controller;
 try {
   c = await ready;

@@ -1,3 +1,4 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { IpamDriverApi, NetworkDriverApi } from '../docker.js';
 import { TnetError } from '../errors.js';
@@ -16,6 +17,8 @@ export interface PluginAppOptions {
   readonly bodyLimit?: number;
   /** Keep this many handling times per call for GET /tnet/timings (default 10000). */
   readonly timings?: number;
+  /** Serve on this (already listening) server instead of one fastify makes (see index.ts). */
+  readonly serverFactory?: (handler: (req: IncomingMessage, res: ServerResponse) => void) => Server;
 }
 
 /** Handling times (ms, from the request's arrival to the reply's first byte) per call name. */
@@ -49,6 +52,7 @@ export async function pluginApp(b: PluginBackends, opts: PluginAppOptions = {}):
     // Wrong types are an error to report, not something to coerce (a NetworkID of 123 is not "123").
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
     return503OnClosing: false,
+    ...(opts.serverFactory ? { serverFactory: opts.serverFactory } : {}),
   });
   const keep = opts.timings ?? 10_000;
   const timings: Timings = new Map();

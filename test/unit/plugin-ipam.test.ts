@@ -9,7 +9,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DockerIpam } from '../../libnetwork/docker.js';
 import { Ipam, Subnet } from '../../libnetwork/ipam/index.js';
-import { pluginApp } from '../../libnetwork/plugin/index.js';
+import { pluginApp } from '../../libnetwork/plugin/server.js';
 import { openDb } from '../../libnetwork/store/db.js';
 
 let dir: string;

@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { DockerUserChain, type NetworkDriverApi, addressOfCidr, parsePortMap } from '../../libnetwork/docker.js';
 import { conflict, notFound } from '../../libnetwork/errors.js';
-import { pluginApp, startPlugin } from '../../libnetwork/plugin/index.js';
+import { startPlugin } from '../../libnetwork/plugin/index.js';
+import { pluginApp } from '../../libnetwork/plugin/server.js';
 import type { Controller } from '../../libnetwork/controller.js';
 
 const N = 'a'.repeat(64);
