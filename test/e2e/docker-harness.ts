@@ -227,7 +227,10 @@ export async function startDockerd(tt: Test, opts: DockerdOptions = {}): Promise
 export function importBusybox(d: Dockerd, tag = 'tnet-e2e/busybox'): string {
   const root = mkdtempSync(join(tmpdir(), 'tnet-bb-'));
   try {
-    for (const sub of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'www']) mkdirSync(join(root, sub));
+    for (const sub of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'www', 'usr']) mkdirSync(join(root, sub));
+    // With the host's /usr mounted read-only at /usr, the host's tools (socat) run in a container.
+    symlinkSync('usr/lib', join(root, 'lib'));
+    symlinkSync('usr/lib64', join(root, 'lib64'));
     copyFileSync('/bin/busybox', join(root, 'bin/busybox'));
     const applets = spawnSync('/bin/busybox', ['--list'], { encoding: 'utf8' }).stdout.split('\n').filter((a) => a && a !== 'busybox');
     for (const a of applets) symlinkSync('busybox', join(root, 'bin', a));
@@ -244,9 +247,11 @@ export function importBusybox(d: Dockerd, tag = 'tnet-e2e/busybox'): string {
 export function pluginCall(path: string, body: string | object, socket = PLUGIN_SOCKET): Promise<{ status: number; body: string; json: unknown }> {
   const data = typeof body === 'string' ? body : JSON.stringify(body);
   return new Promise((res, rej) => {
+    let answered = false;
     const req = request(
       { socketPath: socket, path, method: 'POST', headers: { Accept: 'application/vnd.docker.plugins.v1.2+json', 'Content-Length': Buffer.byteLength(data) } },
       (resp) => {
+        answered = true;
         let text = '';
         resp.setEncoding('utf8');
         resp.on('data', (c: string) => (text += c));
@@ -261,25 +266,50 @@ export function pluginCall(path: string, body: string | object, socket = PLUGIN_
         });
       },
     );
-    req.on('error', rej);
+    // A server refusing a body that is too big answers and closes before the client has written it
+    // all: the answer may still arrive after the write error.
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE' || e.code === 'ECONNRESET') setTimeout(() => answered || rej(e), 1000);
+      else rej(e);
+    });
     req.end(data);
   });
 }
 
-/** tnet's plugin as its own process (so it can be killed -9), on its own state directory. */
+/**
+ * How tnet runs: `tnet daemon` once it serves the plugin sockets (cli/daemon.ts calls startPlugin),
+ * else the plugin on its own (dist/libnetwork/plugin/main.js). TNET_E2E_PLUGIN=daemon|plugin forces one.
+ */
+export function tnetCommand(stateDir: string): string[] {
+  const daemonServes = (() => {
+    try {
+      return readFileSync(join(ROOT, 'dist/cli/daemon.js'), 'utf8').includes('startPlugin');
+    } catch {
+      return false;
+    }
+  })();
+  const mode = process.env.TNET_E2E_PLUGIN ?? (daemonServes ? 'daemon' : 'plugin');
+  return mode === 'daemon'
+    ? [join(ROOT, 'dist/cli/main.js'), 'daemon', '--state-dir', stateDir, '--socket', join(stateDir, 'control.sock')]
+    : [join(ROOT, 'dist/libnetwork/plugin/main.js'), '--state-dir', stateDir];
+}
+
+/** tnet as its own process (so it can be killed -9), on its own state directory. */
 export class TnetPlugin {
   child: ChildProcess | undefined;
+  /** ms from spawn to the first answered Activate, of the last start(). */
+  startMs = 0;
   constructor(readonly stateDir: string, readonly logFile: string) {}
 
   async start(): Promise<number> {
     const t0 = performance.now();
     const log = openSync(this.logFile, 'a');
-    this.child = spawn(process.execPath, [join(ROOT, 'dist/libnetwork/plugin/main.js'), '--state-dir', this.stateDir], {
+    this.child = spawn(process.execPath, tnetCommand(this.stateDir), {
       stdio: ['ignore', log, log],
       env: { ...process.env, TNET_LOG_LEVEL: process.env.TNET_LOG_LEVEL ?? 'info' },
     });
     closeSync(log);
-    const up = await until(async () => {
+    const up = await pollUntil(async () => {
       if (this.child?.exitCode !== null) return true;
       try {
         return (await pluginCall('/Plugin.Activate', '')).status === 200;
@@ -288,7 +318,8 @@ export class TnetPlugin {
       }
     }, 15_000);
     if (!up || this.child.exitCode !== null) throw new Error(`tnet plugin did not start:\n${this.log().slice(-3000)}`);
-    return performance.now() - t0;
+    this.startMs = performance.now() - t0;
+    return this.startMs;
   }
 
   log(): string {
@@ -350,4 +381,14 @@ export function unmountUnder(dir: string): void {
     .filter((p) => p === dir || p.startsWith(`${dir}/`))
     .sort((a, b) => b.length - a.length);
   for (const p of points) spawnSync('umount', ['-l', p]);
+}
+
+/** Polls every 2 ms (start-up times are measured with it). */
+async function pollUntil(fn: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await fn()) return true;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  return fn();
 }

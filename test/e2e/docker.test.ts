@@ -2,14 +2,19 @@
  * tnet as a Docker plugin, proved with a real dockerd (Debian docker.io 20.10) and real containers.
  * The whole file runs inside its own network + mount namespace (see docker-harness.ts).
  */
+import { statSync } from 'node:fs';
 import t from 'tap';
 import { makeOutside, sh, until } from '../integration/harness.js';
-import { type Dockerd, dockerAsync, importBusybox, isolateDocker, pluginCall, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
+import { type Dockerd, PLUGIN_SOCKET, dockerAsync, importBusybox, isolateDocker, pluginCall, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
 
 await isolateDocker();
 
 t.test('vertical slice: create a tnet network, two containers ping each other, teardown leaves nothing', async (t) => {
   const tnet = await startTnet(t);
+  t.ok(tnet.startMs < 1000, `the plugin socket answered ${Math.round(tnet.startMs)} ms after the process started (target 300 on an idle machine)`);
+  const st = statSync(PLUGIN_SOCKET);
+  t.equal(st.mode & 0o777, 0o660, 'socket mode 0660: never world-writable');
+  t.equal(st.uid, 0, 'socket owned by root');
   const d = await startDockerd(t);
   const img = importBusybox(d);
   t.teardown(() => {
@@ -112,6 +117,12 @@ t.test('with dockerd defaults (--iptables=true, FORWARD policy DROP)', async (t)
     const pm = oper.Value['com.docker.network.portmap'] as { HostPort: number; Port: number; HostIP: string }[];
     t.same(pm.map((p) => `${p.HostIP || '*'}:${p.HostPort}->${p.Port}`).sort(), ['*:18080->80', '*:18090->81', '127.0.0.1:18081->80'], 'EndpointOperInfo shows the ports');
     t.equal(oper.Value['com.docker.network.endpoint.macaddress'], w2.mac, 'and the MAC');
+    // UDP: socat from the host's /usr answers each datagram.
+    d.ok(t, 'run', '-d', '--name', 'u1', '--network', 'web', '-p', '15353:5353/udp', '-v', '/usr:/usr:ro', img,
+      '/usr/bin/socat', 'UDP-RECVFROM:5353,fork', 'EXEC:/bin/echo udp-hello');
+    const udp = () => sh(`echo x | ip netns exec ${out.ns} socat -T 2 - UDP:${out.hostIp}:15353 2>/dev/null`).out.trim();
+    t.ok(await until(() => udp() === 'udp-hello', 5000), 'published UDP port answers from outside');
+    d.ok(t, 'rm', '-f', 'u1');
     const conflictRun = d.docker('run', '-d', '--name', 'w3', '--network', 'web', '-p', '18080:80', img, 'sleep', '300');
     t.not(conflictRun.code, 0, 'a host port already published is refused');
     t.match(conflictRun.err, /18080\/tcp is already allocated/, `clear error: ${conflictRun.err}`);
@@ -119,6 +130,19 @@ t.test('with dockerd defaults (--iptables=true, FORWARD policy DROP)', async (t)
     d.ok(t, 'rm', '-f', 'w1', 'w2');
     t.equal(wget(`ip netns exec ${out.ns}`, `http://${out.hostIp}:18080/`), '', 'port gone with the container');
     d.ok(t, 'network', 'rm', 'web');
+  });
+
+  await t.test('ICC off: containers on one bridge cannot reach each other, but reach the outside', async (t) => {
+    d.ok(t, 'network', 'create', '-d', 'tnet', '-o', 'com.docker.network.bridge.enable_icc=false', 'noicc');
+    d.ok(t, 'network', 'create', '-d', 'tnet', 'other');
+    d.ok(t, 'run', '-d', '--name', 'x1', '--network', 'noicc', img, 'sleep', '300');
+    d.ok(t, 'run', '-d', '--name', 'x2', '--network', 'noicc', img, 'sleep', '300');
+    d.ok(t, 'run', '-d', '--name', 'x3', '--network', 'other', img, 'sleep', '300');
+    t.not(d.docker('exec', 'x1', 'ping', '-c', '1', '-W', '1', addrOf(d, 'x2', 'noicc').ip).code, 0, 'ICC off: x1 cannot reach x2');
+    t.equal(d.docker('exec', 'x1', 'ping', '-c', '1', '-W', '2', out.ip).code, 0, 'ICC off: the outside still answers');
+    t.not(d.docker('exec', 'x3', 'ping', '-c', '1', '-W', '1', addrOf(d, 'x1', 'noicc').ip).code, 0, 'another tnet network cannot reach in');
+    d.ok(t, 'rm', '-f', 'x1', 'x2', 'x3');
+    d.ok(t, 'network', 'rm', 'noicc', 'other');
   });
 
   await t.test('static --ip and --mac-address, internal networks, connect/disconnect, several networks', async (t) => {
@@ -163,9 +187,9 @@ t.test('with dockerd defaults (--iptables=true, FORWARD policy DROP)', async (t)
 
     d.ok(t, 'network', 'create', '-d', 'tnet', '--ipam-driver', 'tnet', '--ipv6', '--subnet', '10.97.0.0/24', '--subnet', 'fd00:97::/64', 'dual');
     d.ok(t, 'run', '-d', '--name', 'd1', '--network', 'dual', img, 'sleep', '300');
-    d.ok(t, 'run', '-d', '--name', 'd2', '--network', 'dual', img, 'sleep', '300');
+    d.ok(t, 'run', '-d', '--name', 'd2', '--network', 'dual', '--ip6', 'fd00:97::99', img, 'sleep', '300');
     const d2 = addrOf(d, 'd2', 'dual');
-    t.match(d2.ip6, /^fd00:97::/, `IPv6 address ${d2.ip6}`);
+    t.equal(d2.ip6, 'fd00:97::99', 'static --ip6');
     t.equal(d.docker('exec', 'd1', 'ping', '-c', '1', '-W', '2', d2.ip).code, 0, 'dual stack: IPv4 ping');
     t.equal(d.docker('exec', 'd1', 'ping', '-6', '-c', '1', '-W', '2', d2.ip6).code, 0, 'dual stack: IPv6 ping');
     t.match(d.ok(t, 'exec', 'd1', 'ip', '-6', 'route'), /default via fd00:97::1/, 'IPv6 default route via the gateway');
