@@ -132,6 +132,23 @@ t.test('with dockerd defaults (--iptables=true, FORWARD policy DROP)', async (t)
     d.ok(t, 'network', 'rm', 'web');
   });
 
+  await t.test('host_binding_ipv4 and enable_ip_masquerade=false; dockerd bridge with tnet IPAM', async (t) => {
+    d.ok(t, 'network', 'create', '-d', 'tnet', '-o', 'com.docker.network.bridge.host_binding_ipv4=127.0.0.1', 'hb');
+    d.ok(t, 'run', '-d', '--name', 'h1', '--network', 'hb', '-p', '18400:80', img, 'sh', '-c', 'httpd -p 80 -h /www; sleep 300');
+    t.ok(await until(() => wget('', 'http://127.0.0.1:18400/') === 'hello-from-container', 5000), 'default host binding 127.0.0.1 answers');
+    t.equal(wget(`ip netns exec ${out.ns}`, `http://${out.hostIp}:18400/`), '', 'and nothing else');
+    d.ok(t, 'network', 'create', '-d', 'tnet', '-o', 'com.docker.network.bridge.enable_ip_masquerade=false', 'nomasq');
+    d.ok(t, 'run', '-d', '--name', 'h2', '--network', 'nomasq', img, 'sleep', '300');
+    t.not(d.docker('exec', 'h2', 'ping', '-c', '1', '-W', '1', out.ip).code, 0, 'no masquerade: the outside (no route back) does not answer');
+    d.ok(t, 'rm', '-f', 'h1', 'h2');
+    d.ok(t, 'network', 'rm', 'hb', 'nomasq');
+    d.ok(t, 'network', 'create', '-d', 'bridge', '--ipam-driver', 'tnet', '--subnet', '10.86.0.0/24', 'dbr');
+    d.ok(t, 'run', '-d', '--name', 'h3', '--network', 'dbr', img, 'sleep', '300');
+    t.equal(addrOf(d, 'h3', 'dbr').ip, '10.86.0.2', "dockerd's bridge driver takes addresses from tnet's IPAM");
+    d.ok(t, 'rm', '-f', 'h3');
+    d.ok(t, 'network', 'rm', 'dbr');
+  });
+
   await t.test('ICC off: containers on one bridge cannot reach each other, but reach the outside', async (t) => {
     d.ok(t, 'network', 'create', '-d', 'tnet', '-o', 'com.docker.network.bridge.enable_icc=false', 'noicc');
     d.ok(t, 'network', 'create', '-d', 'tnet', 'other');
