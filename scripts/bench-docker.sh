@@ -92,6 +92,9 @@ console.log(JSON.stringify({
   bench: 'plugin-createendpoint+join', samples: both.length, p50_ms: r2(q(both, 50)), p99_ms: r2(q(both, 99)),
   createendpoint_p50_ms: r2(q(ce, 50)), join_p50_ms: r2(q(join, 50)),
 }));
+const perCall = {};
+for (const k of Object.keys(after)) { const f = fresh(k); if (f.length) perCall[k] = { n: f.length, p50_ms: r2(q(f, 50)), p99_ms: r2(q(f, 99)) }; }
+console.log(JSON.stringify({ bench: 'plugin-calls', calls: perCall }));
 const ratio = q(tn, 50) / q(br, 50);
 console.log(JSON.stringify({ bench: 'summary', runs: Number(runs), median_ratio_tnet_over_bridge: Math.round(ratio * 1000) / 1000, target_ratio: 1.1,
   plugin_p50_ms: r2(q(both, 50)), target_plugin_p50_ms: 3 }));

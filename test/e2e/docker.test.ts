@@ -251,7 +251,13 @@ t.test('with dockerd defaults (--iptables=true, FORWARD policy DROP)', async (t)
       ['/IpamDriver.ReleasePool', '[]', 200, /must be object/],
     ];
     for (const [path, body, status, re] of cases) {
-      const r = await pluginCall(path, body);
+      const r = await pluginCall(path, body).catch((e: NodeJS.ErrnoException) => e);
+      if (r instanceof Error) {
+        // A 2 MiB body: the server answers 413 and closes while the client still writes; the
+        // client may see the reset before the answer (the unit tests check the 413 itself).
+        t.ok(status === 413 && ['EPIPE', 'ECONNRESET'].includes(r.code ?? ''), `${path}: connection closed on a body over the limit (${r.code})`);
+        continue;
+      }
       const json = r.json as Record<string, string> | undefined;
       const msg = path.startsWith('/Ipam') ? json?.Error : json?.Err;
       t.equal(r.status, status, `${path} ${typeof body === 'string' ? body : JSON.stringify(body).slice(0, 80)} -> ${r.status}`);
