@@ -309,6 +309,8 @@ t.test('with dockerd defaults (--iptables=true, FORWARD policy DROP)', async (t)
     t.equal(addrOf(d, 'r2', 'rs2').ip, '10.89.1.20', 'the static IP came back');
     t.equal(d.docker('exec', 'r1', 'ping', '-c', '1', '-W', '2', addrOf(d, 'r2', 'rs').ip).code, 0, 'they reach each other again');
     d.ok(t, 'rm', '-f', 'r1', 'r2');
+    d.ok(t, 'run', '--rm', '--network', 'rs2', '--ip', '10.89.1.20', img, 'true');
+    t.pass('the static IP is reusable after the ungraceful restart');
     d.ok(t, 'network', 'rm', 'rs', 'rs2');
   });
 
