@@ -21,11 +21,13 @@
  * {"server","qps_exist","qps_nx","p50_ms","p99_ms"} plus "round"; tnet's line also carries its ratios
  * to each peer of the same round: qps_exist_vs_dnsmasq, qps_nx_vs_dnsmasq, p50_vs_dnsmasq,
  * p99_vs_dnsmasq, and the same for unbound (qps: above 1 is better; latency: below 1 is better).
- * With ROUNDS > 1 a last line {"summary":true,...} gives the medians. Progress goes to stderr.
+ * With ROUNDS > 1 a last line {"summary":true,...} gives the medians. Progress goes to stderr, with
+ * the load average before each dnsperf run: on a shared 2-CPU machine other work moves every number
+ * by tens of percent, so compare rounds run on a quiet machine, or the medians of several rounds.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -108,7 +110,7 @@ async function startTnet(): Promise<void> {
 }
 
 function dnsperf(name: string, addr: string, port: number): PerfLine {
-  say(`dnsperf ${name} ${addr}:${port} (${duration} s x 3)`);
+  say(`dnsperf ${name} ${addr}:${port} (${duration} s x 3), load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   const line = kit('dnsperf.sh', [name, addr, String(port), String(duration)]).trim().split('\n').pop()!;
   return JSON.parse(line) as PerfLine;
 }
