@@ -198,13 +198,19 @@ export class Dockerd {
     }
   }
 
-  /** kill -9 (containerd and the containers' shims keep running, as on a real host). */
+  /**
+   * kill -9. The containers' shims keep running, as on a real host; dockerd's own containerd dies
+   * with it (parent-death signal), a moment later: wait for that, so that the next start does not
+   * find its pid still alive and wait on its socket.
+   */
   async kill9(): Promise<void> {
     const c = this.child;
+    const cd = this.containerdPid();
     if (c && c.exitCode === null && c.signalCode === null) {
       c.kill('SIGKILL');
       await exited(c, 10_000);
     }
+    if (cd !== undefined) await until(() => !pidAlive(cd) || isZombie(cd), 5000);
   }
 }
 
