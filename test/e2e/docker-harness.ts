@@ -178,23 +178,11 @@ export class Dockerd {
     }
     const cd = this.containerdPid();
     if (cd !== undefined) await stopPid(cd, 10_000);
-    // Containers whose containerd died (a kill -9 test) keep their shims: stop them by pid.
-    const tasks = join(this.base, 'exec/containerd/daemon/io.containerd.runtime.v2.task/moby');
-    let ids: string[] = [];
-    try {
-      ids = readdirSync(tasks);
-    } catch {
-      /* none */
-    }
-    for (const id of ids) {
-      for (const f of ['init.pid', 'shim.pid']) {
-        try {
-          const pid = Number(readFileSync(join(tasks, id, f), 'utf8').trim());
-          if (pid > 1) await stopPid(pid, 2000, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
+    // Containers whose containerd died (a kill -9 test) keep their shims: find exactly ours (their
+    // command line names our exec-root's containerd socket) and stop them and their children by pid.
+    for (const shim of shimsOf(join(this.base, 'exec/containerd/containerd.sock'))) {
+      for (const child of childrenOf(shim)) await stopPid(child, 2000, 'SIGKILL');
+      await stopPid(shim, 2000, 'SIGKILL');
     }
   }
 
@@ -397,4 +385,27 @@ async function pollUntil(fn: () => Promise<boolean>, ms: number): Promise<boolea
     await new Promise((r) => setTimeout(r, 2));
   }
   return fn();
+}
+
+/** The containerd shims serving the containerd at `address` (their `-address` argument). */
+function shimsOf(address: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+      if (argv[0]?.includes('containerd-shim') && argv[argv.indexOf('-address') + 1] === address) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
 }
