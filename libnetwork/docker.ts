@@ -351,10 +351,15 @@ const execTool: Exec = (file, args, input) =>
 /**
  * dockerd's default `--iptables=true` sets the FORWARD policy to DROP. With iptables-nft an accept
  * in tnet's own nftables chain does not override a drop in another base chain, so tnet adds its
- * bridges to dockerd's documented place for admin rules, DOCKER-USER: accept in and out of each
- * tnet bridge there, and let tnet's own chain decide (ICC, isolation, published ports). Only when
- * the chain exists (dockerd made it): without it the FORWARD policy is not dockerd's to drop.
- * Each rule carries a comment with tnet's owner tag, so tnet removes exactly its own.
+ * bridges to dockerd's documented place for admin rules, DOCKER-USER, and lets its own chain decide
+ * (ICC, isolation between tnet networks, published ports). Per tnet bridge, in this order:
+ *
+ *   -i BR ! -o BR -j DOCKER-ISOLATION-STAGE-2   dockerd's own networks stay isolated from tnet's
+ *   -i BR -j ACCEPT                            (stage 2 drops what goes out to a Docker bridge)
+ *   -o BR -j ACCEPT                            tnet's chain admits only replies and published ports
+ *
+ * Only when DOCKER-USER exists (dockerd made it): without it the FORWARD policy is not dockerd's to
+ * drop. Each rule carries a comment with tnet's owner tag, so tnet touches exactly its own.
  */
 export class DockerUserChain {
   private queue: Promise<void> = Promise.resolve();
@@ -364,11 +369,21 @@ export class DockerUserChain {
     private readonly exec: Exec = execTool,
   ) {}
 
-  /** Makes tnet's rules in DOCKER-USER (IPv4 and IPv6) exactly one accept pair per bridge. */
+  /** Makes tnet's rules in DOCKER-USER (IPv4 and IPv6) exactly the set above for these bridges. */
   sync(bridges: readonly string[]): Promise<void> {
     const run = this.queue.then(() => this.syncNow(bridges));
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  /** The rules of one bridge, in order, as iptables-save prints them (comment unquoted). */
+  private rules(bridge: string, stage2: boolean): string[] {
+    const c = `-m comment --comment ${this.tag}bridge:${bridge}`;
+    return [
+      ...(stage2 ? [`-i ${bridge} ! -o ${bridge} ${c} -j ${ISOLATION_STAGE_2}`] : []),
+      `-i ${bridge} ${c} -j ACCEPT`,
+      `-o ${bridge} ${c} -j ACCEPT`,
+    ];
   }
 
   private async syncNow(bridges: readonly string[]): Promise<void> {
@@ -378,24 +393,29 @@ export class DockerUserChain {
     ] as const) {
       const dump = await this.exec(save, ['-t', 'filter']);
       if (dump.code !== 0 || !/^:DOCKER-USER /m.test(dump.out)) continue;
-      const mine = dump.out
-        .split('\n')
-        .filter((l) => l.startsWith('-A DOCKER-USER ') && l.includes(this.tag));
-      const want = new Map<string, string>();
-      for (const b of bridges) {
-        for (const dir of ['-i', '-o']) {
-          const comment = `${this.tag}bridge:${b}`;
-          want.set(`${dir} ${b} -m comment --comment ${comment} -j ACCEPT`, `${dir} ${b} -m comment --comment "${comment}" -j ACCEPT`);
-        }
-      }
-      const lines: string[] = [];
-      const have = new Set<string>();
-      for (const l of mine) {
+      const stage2 = new RegExp(`^:${ISOLATION_STAGE_2} `, 'm').test(dump.out);
+      // tnet's rules now, by bridge, in chain order (comments unquoted).
+      const have = new Map<string, string[]>();
+      for (const l of dump.out.split('\n')) {
+        if (!l.startsWith('-A DOCKER-USER ') || !l.includes(this.tag)) continue;
         const spec = l.slice('-A DOCKER-USER '.length).replace(/--comment "([^"]*)"/, '--comment $1');
-        if (want.has(spec) && !have.has(spec)) have.add(spec);
-        else lines.push(`-D DOCKER-USER ${l.slice('-A DOCKER-USER '.length)}`);
+        const bridge = /--comment \S*bridge:(\S+)/.exec(spec)?.[1] ?? '';
+        have.set(bridge, [...(have.get(bridge) ?? []), spec]);
       }
-      for (const [spec, quoted] of want) if (!have.has(spec)) lines.push(`-I DOCKER-USER ${quoted}`);
+      const quote = (spec: string) => spec.replace(/--comment (\S+)/, '--comment "$1"');
+      const lines: string[] = [];
+      const wanted = new Set(bridges);
+      for (const [bridge, specs] of have) {
+        const want = wanted.has(bridge) ? this.rules(bridge, stage2) : [];
+        if (want.join('\n') === specs.join('\n')) continue;
+        for (const spec of specs) lines.push(`-D DOCKER-USER ${quote(spec)}`);
+      }
+      for (const bridge of wanted) {
+        const want = this.rules(bridge, stage2);
+        if (have.get(bridge)?.join('\n') === want.join('\n')) continue;
+        // Inserted at the top, last first, so that they end up in order and before dockerd's RETURN.
+        for (const spec of [...want].reverse()) lines.push(`-I DOCKER-USER 1 ${quote(spec)}`);
+      }
       if (lines.length === 0) continue;
       const r = await this.exec(restore, ['-w', '--noflush'], `*filter\n${lines.join('\n')}\nCOMMIT\n`);
       if (r.code !== 0) log.warn({ tool: restore, out: r.out.trim() }, 'could not update DOCKER-USER for tnet bridges');
@@ -403,6 +423,8 @@ export class DockerUserChain {
     }
   }
 }
+
+const ISOLATION_STAGE_2 = 'DOCKER-ISOLATION-STAGE-2';
 
 // ------------------------------------------------------------------ ports
 

@@ -158,7 +158,14 @@ t.test('with dockerd defaults (--iptables=true, FORWARD policy DROP)', async (t)
     t.not(d.docker('exec', 'x1', 'ping', '-c', '1', '-W', '1', addrOf(d, 'x2', 'noicc').ip).code, 0, 'ICC off: x1 cannot reach x2');
     t.equal(d.docker('exec', 'x1', 'ping', '-c', '1', '-W', '2', out.ip).code, 0, 'ICC off: the outside still answers');
     t.not(d.docker('exec', 'x3', 'ping', '-c', '1', '-W', '1', addrOf(d, 'x1', 'noicc').ip).code, 0, 'another tnet network cannot reach in');
-    d.ok(t, 'rm', '-f', 'x1', 'x2', 'x3');
+    // dockerd's own bridge networks stay isolated from tnet's, both ways (as between Docker's networks).
+    d.ok(t, 'run', '-d', '--name', 'x4', img, 'sleep', '300');
+    const x4 = addrOf(d, 'x4', 'bridge').ip;
+    t.match(x4, /^172\.17\./, `a container on dockerd's default bridge (${x4})`);
+    t.not(d.docker('exec', 'x3', 'ping', '-c', '1', '-W', '1', x4).code, 0, "a tnet container cannot reach dockerd's bridge network");
+    t.not(d.docker('exec', 'x4', 'ping', '-c', '1', '-W', '1', addrOf(d, 'x3', 'other').ip).code, 0, "dockerd's bridge network cannot reach a tnet container");
+    t.equal(d.docker('exec', 'x4', 'ping', '-c', '1', '-W', '2', out.ip).code, 0, "dockerd's own network still works");
+    d.ok(t, 'rm', '-f', 'x1', 'x2', 'x3', 'x4');
     d.ok(t, 'network', 'rm', 'noicc', 'other');
   });
 

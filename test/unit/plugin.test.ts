@@ -269,26 +269,42 @@ describe('DOCKER-USER rules', () => {
     expect(f.restores).toEqual([]);
   });
 
-  it('inserts an accept pair per bridge, keeps what is right, removes what is stale', async () => {
+  it("per bridge: dockerd's isolation first, then the accepts; keeps what is right, removes what is stale", async () => {
+    const c = (b: string) => `-m comment --comment "${TAG}bridge:${b}"`;
     const f = fake(
       [
         '*filter',
         ':DOCKER-USER - [0:0]',
-        `-A DOCKER-USER -i tn-keep -m comment --comment "${TAG}bridge:tn-keep" -j ACCEPT`,
-        `-A DOCKER-USER -o tn-keep -m comment --comment "${TAG}bridge:tn-keep" -j ACCEPT`,
-        `-A DOCKER-USER -i tn-old -m comment --comment "${TAG}bridge:tn-old" -j ACCEPT`,
+        ':DOCKER-ISOLATION-STAGE-2 - [0:0]',
+        `-A DOCKER-USER -i tn-keep ! -o tn-keep ${c('tn-keep')} -j DOCKER-ISOLATION-STAGE-2`,
+        `-A DOCKER-USER -i tn-keep ${c('tn-keep')} -j ACCEPT`,
+        `-A DOCKER-USER -o tn-keep ${c('tn-keep')} -j ACCEPT`,
+        `-A DOCKER-USER -i tn-half ${c('tn-half')} -j ACCEPT`,
+        `-A DOCKER-USER -i tn-old ${c('tn-old')} -j ACCEPT`,
         '-A DOCKER-USER -i eth9 -m comment --comment "admin rule" -j DROP',
         '-A DOCKER-USER -j RETURN',
         'COMMIT',
       ].join('\n'),
     );
-    await f.chain.sync(['tn-keep', 'tn-new']);
+    await f.chain.sync(['tn-keep', 'tn-half', 'tn-new']);
     expect(f.restores).toHaveLength(1);
-    const lines = f.restores[0]!.split('\n');
-    expect(lines).toContain(`-D DOCKER-USER -i tn-old -m comment --comment "${TAG}bridge:tn-old" -j ACCEPT`);
-    expect(lines).toContain(`-I DOCKER-USER -i tn-new -m comment --comment "${TAG}bridge:tn-new" -j ACCEPT`);
-    expect(lines).toContain(`-I DOCKER-USER -o tn-new -m comment --comment "${TAG}bridge:tn-new" -j ACCEPT`);
-    expect(lines.filter((l) => l.includes('tn-keep'))).toEqual([]);
-    expect(lines.filter((l) => l.includes('admin') || l.includes('RETURN'))).toEqual([]);
+    const lines = f.restores[0]!.split('\n').filter((l) => l.startsWith('-'));
+    expect(lines).toEqual([
+      `-D DOCKER-USER -i tn-half ${c('tn-half')} -j ACCEPT`,
+      `-D DOCKER-USER -i tn-old ${c('tn-old')} -j ACCEPT`,
+      `-I DOCKER-USER 1 -o tn-half ${c('tn-half')} -j ACCEPT`,
+      `-I DOCKER-USER 1 -i tn-half ${c('tn-half')} -j ACCEPT`,
+      `-I DOCKER-USER 1 -i tn-half ! -o tn-half ${c('tn-half')} -j DOCKER-ISOLATION-STAGE-2`,
+      `-I DOCKER-USER 1 -o tn-new ${c('tn-new')} -j ACCEPT`,
+      `-I DOCKER-USER 1 -i tn-new ${c('tn-new')} -j ACCEPT`,
+      `-I DOCKER-USER 1 -i tn-new ! -o tn-new ${c('tn-new')} -j DOCKER-ISOLATION-STAGE-2`,
+    ]);
+  });
+
+  it('without dockerd\'s isolation chain, only the accepts', async () => {
+    const f = fake('*filter\n:DOCKER-USER - [0:0]\n-A DOCKER-USER -j RETURN\nCOMMIT\n');
+    await f.chain.sync(['tn-1']);
+    expect(f.restores[0]).not.toMatch(/ISOLATION/);
+    expect(f.restores[0]!.split('\n').filter((l) => l.startsWith('-I'))).toHaveLength(2);
   });
 });
