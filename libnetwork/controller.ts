@@ -167,6 +167,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
     const found = this.network(ref);
     await this.locks.exclusive(found.id, async () => {
       const net = this.network(found.id);
+      if (net.docker) throw invalid(`network "${net.name}" belongs to Docker; use docker network rm`, `network "${net.name}"`);
       const eps = this.state.endpointsOfNetwork(net.id);
       if (eps.length > 0) {
         const who = eps.map((e) => (e.sandboxId ? this.state.sandbox(e.sandboxId)?.name : undefined) ?? e.name);
@@ -285,6 +286,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
       this.locks.exclusive(sb0.id, async () => {
         const net = this.network(net0.id);
         const sb = this.sandbox(sb0.id);
+        if (net.docker) throw invalid(`network "${net.name}" belongs to Docker; use docker network connect`, `network "${net.name}"`);
         if (net.state !== 'ready') throw busy(`network "${net.name}" is being ${net.state}`, `network "${net.name}"`);
         const existing = this.state.endpointsOfSandbox(sb.id).find((e) => e.networkId === net.id);
         if (existing) throw conflict(`sandbox "${sb.name}" is already connected to network "${net.name}"`, `sandbox "${sb.name}"`);

@@ -16,12 +16,13 @@ export async function isolate(): Promise<void> {
     t.plan(0, 'privileged test: needs root (run scripts/test.sh as root)');
     process.exit(0);
   }
-  for (const d of ['/run/netns', '/etc/netns', '/run/tnet']) mkdirSync(d, { recursive: true });
+  for (const d of ['/run/netns', '/etc/netns', '/run/tnet', '/run/docker']) mkdirSync(d, { recursive: true });
   const setup = [
     'mount --make-rprivate /',
     'mount -t tmpfs tnet-test-netns /run/netns',
     'mount -t tmpfs tnet-test-etc /etc/netns',
     'mount -t tmpfs tnet-test-run /run/tnet',
+    'mount -t tmpfs tnet-test-docker /run/docker',
     'ip link set lo up',
     'exec "$@"',
   ].join(' && ');
