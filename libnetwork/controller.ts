@@ -1,21 +1,20 @@
 import { EventEmitter } from 'node:events';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { createSocket } from 'node:dgram';
 import { BridgeDriver } from '../drivers/bridge/bridge.js';
 import type { Driver } from './driver.js';
 import { TnetError, busy, conflict, invalid, notFound } from './errors.js';
 import { IpAddr } from './ipam/address.js';
 import { Ipam } from './ipam/ipam.js';
-import { Subnet } from './ipam/subnet.js';
 import {
   KernelError, Netns, Nft, Rtnl, linkDelIfExists, linkSetUp, netnsAdd, netnsDel, netnsExists, routeAdd,
-  routeList, withRtnl, linkByName,
+  withRtnl, linkByName,
 } from './kernel/index.js';
 import { KeyedLock } from './lock.js';
 import { log } from './log.js';
-import type { Endpoint, IpConfig, Network, PortMapping, PortRequest, Proto, Sandbox } from './model.js';
+import type { Endpoint, IpConfig, Network, PortRequest, Sandbox } from './model.js';
 import { canonicalOptions } from './netlabel.js';
+import { checkPortFree, choosePorts } from './ports.js';
+import { hostRoutes } from './hostroutes.js';
 import { checkName, macFor, netnsName } from './sandbox.js';
 import { openDb, stateDir as defaultStateDir } from './store/db.js';
 import { State, migrations as coreMigrations, newId } from './store/state.js';
@@ -58,8 +57,6 @@ export interface ControllerEvents {
   sandbox: [change: 'up' | 'down', sb: Sandbox];
 }
 
-const EPHEMERAL_FIRST = 49153;
-const EPHEMERAL_LAST = 65535;
 const DNS_LABEL = /^[a-zA-Z0-9]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?)*$/;
 
 /**
@@ -127,7 +124,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
       const options = await driver.checkNetwork({ id, internal, options: canonicalOptions(req.options ?? {}) });
       if (!req.ipv6 && (req.subnet6 || req.gateway6 || req.ipRange6))
         throw invalid('an IPv6 subnet, gateway or range needs IPv6 enabled (--ipv6)', `network "${name}"`);
-      const avoid = await this.hostRoutes();
+      const avoid = await hostRoutes(this.host.rtnl);
       const net = this.state.tx(() => {
         const pool4 = this.ipam.requestPool({
           subnet: req.subnet, ipRange: req.ipRange, gateway: req.gateway, auxAddresses: req.auxAddresses, avoid, owner: name,
@@ -181,20 +178,6 @@ export class Controller extends EventEmitter<ControllerEvents> {
       this.state.tx(() => this.forgetNetwork(net));
       this.emit('network', 'down', net);
     });
-  }
-
-  /** Destinations of the host's routes: auto-chosen pools must not shadow them. */
-  private async hostRoutes(): Promise<Subnet[]> {
-    const out: Subnet[] = [];
-    for (const r of await routeList(this.host.rtnl)) {
-      if (!r.dst || r.dst.prefixLen === 0) continue;
-      try {
-        out.push(Subnet.parse(`${r.dst.address}/${r.dst.prefixLen}`));
-      } catch {
-        /* a route with host bits set cannot overlap differently than its subnet */
-      }
-    }
-    return out;
   }
 
   // ---------------------------------------------------------------- sandboxes
@@ -301,12 +284,12 @@ export class Controller extends EventEmitter<ControllerEvents> {
         const requests = req.ports ?? [];
         if (requests.length && net.internal)
           throw invalid(`network "${net.name}" is internal: it has no way in from outside, so ports cannot be published`, `network "${net.name}"`);
-        const ports = await this.choosePorts(requests);
+        const ports = await choosePorts(this.state, requests);
         const id = newId();
         const ep = this.state.tx(() => {
           const ipv4 = this.allocate(net, net.ipv4, req.ip, id, 4);
           const ipv6 = this.allocate(net, net.ipv6, req.ip6, id, 6);
-          for (const p of ports) this.checkPortFree(p);
+          for (const p of ports) checkPortFree(this.state, p);
           const mine = this.state.endpointsOfSandbox(sb.id);
           let n = 0;
           while (mine.some((e) => e.ifname === `eth${n}`)) n++;
@@ -397,56 +380,6 @@ export class Controller extends EventEmitter<ControllerEvents> {
     }
   }
 
-  // ---------------------------------------------------------------- ports
-
-  private holderName(endpointId: string): string {
-    const ep = this.state.endpoint(endpointId);
-    const sb = ep?.sandboxId ? this.state.sandbox(ep.sandboxId) : undefined;
-    return sb ? `sandbox "${sb.name}"` : `endpoint ${endpointId.slice(0, 12)}`;
-  }
-
-  /** Inside the store transaction: another connect may have taken the port since choosePorts. */
-  private checkPortFree(p: PortMapping): void {
-    const h = this.state.portHolders(p.proto, p.hostIp, p.hostPort)[0];
-    if (h)
-      throw conflict(`host port ${p.hostIp || '*'}:${p.hostPort}/${p.proto} is already published by ${this.holderName(h.endpointId)}`, `port ${p.hostPort}/${p.proto}`);
-  }
-
-  /** Picks one host port per request: the given port, the first free one of a range, or an ephemeral one. */
-  private async choosePorts(reqs: readonly PortRequest[]): Promise<PortMapping[]> {
-    const out: PortMapping[] = [];
-    const taken = new Set<string>();
-    for (const r of reqs) {
-      checkPortRequest(r);
-      const [first, last] = r.hostPort === 0 ? [EPHEMERAL_FIRST, EPHEMERAL_LAST] : [r.hostPort, r.hostPortEnd || r.hostPort];
-      let chosen: number | undefined;
-      let lastProblem = '';
-      for (let port = first; port <= last && chosen === undefined; port++) {
-        const key = `${r.proto}/${port}`;
-        if (taken.has(key)) continue;
-        const m: PortMapping = { proto: r.proto, containerPort: r.containerPort, hostIp: r.hostIp, hostPort: port };
-        const holder = this.state.portHolders(m.proto, m.hostIp, m.hostPort)[0];
-        if (holder) {
-          lastProblem = `already published by ${this.holderName(holder.endpointId)}`;
-          continue;
-        }
-        const inUse = await hostPortInUse(m);
-        if (inUse) {
-          lastProblem = `in use on the host (${inUse})`;
-          continue;
-        }
-        chosen = port;
-        taken.add(key);
-        out.push(m);
-      }
-      if (chosen === undefined) {
-        const what = first === last ? `host port ${r.hostIp || '*'}:${first}/${r.proto}` : `no host port in ${first}-${last}/${r.proto}`;
-        throw conflict(first === last ? `${what} is ${lastProblem}` : `${what} is free (${lastProblem})`, `port ${first}/${r.proto}`);
-      }
-    }
-    return out;
-  }
-
   // ---------------------------------------------------------------- reconcile
 
   /**
@@ -513,44 +446,4 @@ export class Controller extends EventEmitter<ControllerEvents> {
     }
     return e;
   }
-}
-
-function checkPortRequest(r: PortRequest): void {
-  const protos: Proto[] = ['tcp', 'udp', 'sctp'];
-  if (!protos.includes(r.proto)) throw invalid(`protocol "${r.proto}" is not tcp, udp or sctp`, `port ${r.containerPort}`);
-  const ok = (n: number) => Number.isInteger(n) && n >= 1 && n <= 65535;
-  if (!ok(r.containerPort)) throw invalid(`container port ${r.containerPort} is not in 1-65535`, `port ${r.containerPort}`);
-  if (r.hostPort !== 0 && !ok(r.hostPort)) throw invalid(`host port ${r.hostPort} is not in 1-65535`, `port ${r.hostPort}`);
-  if (r.hostPortEnd !== 0 && (!ok(r.hostPortEnd) || r.hostPortEnd < r.hostPort))
-    throw invalid(`host port range ${r.hostPort}-${r.hostPortEnd} is not a valid range`, `port ${r.hostPort}`);
-  if (r.hostIp !== '') {
-    try {
-      IpAddr.parse(r.hostIp);
-    } catch {
-      throw invalid(`host address "${r.hostIp}" for port ${r.containerPort} is not an IP address`, `port ${r.containerPort}`);
-    }
-  }
-}
-
-/**
- * Whether a process on the host already listens on this port: publishing over it would
- * silently steal its traffic, so it is refused as dockerd refuses it ("address already in use").
- */
-async function hostPortInUse(m: PortMapping): Promise<string | undefined> {
-  if (m.proto === 'sctp') return undefined;
-  const host = m.hostIp === '' ? undefined : m.hostIp;
-  return new Promise((resolve) => {
-    if (m.proto === 'tcp') {
-      const s = createServer();
-      s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EADDRNOTAVAIL' ? undefined : e.code));
-      s.listen({ port: m.hostPort, host, exclusive: true }, () => s.close(() => resolve(undefined)));
-    } else {
-      const s = createSocket(host?.includes(':') ? 'udp6' : 'udp4');
-      s.once('error', (e: NodeJS.ErrnoException) => {
-        s.close();
-        resolve(e.code === 'EADDRNOTAVAIL' ? undefined : e.code);
-      });
-      s.bind({ port: m.hostPort, address: host, exclusive: true }, () => s.close(() => resolve(undefined)));
-    }
-  });
 }

@@ -19,8 +19,6 @@
  *   kernel work), so the reconcile at start never releases addresses dockerd still holds.
  */
 import { execFile } from 'node:child_process';
-import { createServer } from 'node:net';
-import { createSocket } from 'node:dgram';
 import { bridgeConfig } from '../drivers/bridge/options.js';
 import type { Controller } from './controller.js';
 import type { JoinInfo } from './driver.js';
@@ -28,12 +26,14 @@ import { TnetError, busy, conflict, invalid, isTnetError, notFound } from './err
 import { IpAddr } from './ipam/address.js';
 import type { Ipam, Pool } from './ipam/ipam.js';
 import { Subnet } from './ipam/subnet.js';
-import { type Rtnl, isErrno, linkDelIfExists, routeList } from './kernel/index.js';
+import { isErrno, linkDelIfExists } from './kernel/index.js';
 import { log } from './log.js';
-import type { Endpoint, IpConfig, Network, PortMapping, PortRequest, Proto } from './model.js';
+import type { Endpoint, IpConfig, Network, PortRequest, Proto } from './model.js';
 import { ENABLE_IPV6, EXPOSED_PORTS, GENERIC, INTERNAL, MAC_ADDRESS, PORT_MAP, canonicalOptions } from './netlabel.js';
 import { macFor } from './sandbox.js';
 import { transaction } from './txn.js';
+import { checkPortFree, choosePorts } from './ports.js';
+export { hostRoutes } from './hostroutes.js';
 
 // ------------------------------------------------------------------ the wire (Go field names)
 
@@ -426,31 +426,6 @@ export class DockerUserChain {
 
 const ISOLATION_STAGE_2 = 'DOCKER-ISOLATION-STAGE-2';
 
-// ------------------------------------------------------------------ ports
-
-const EPHEMERAL_FIRST = 49153;
-const EPHEMERAL_LAST = 65535;
-
-/** Whether a process on the host listens on the port (publishing over it would steal its traffic). */
-async function hostPortInUse(m: PortMapping): Promise<string | undefined> {
-  if (m.proto === 'sctp') return undefined;
-  const host = m.hostIp === '' ? undefined : m.hostIp;
-  return new Promise((resolve) => {
-    if (m.proto === 'tcp') {
-      const s = createServer();
-      s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EADDRNOTAVAIL' ? undefined : e.code));
-      s.listen({ port: m.hostPort, host, exclusive: true }, () => s.close(() => resolve(undefined)));
-    } else {
-      const s = createSocket(host?.includes(':') ? 'udp6' : 'udp4');
-      s.once('error', (e: NodeJS.ErrnoException) => {
-        s.close();
-        resolve(e.code === 'EADDRNOTAVAIL' ? undefined : e.code);
-      });
-      s.bind({ port: m.hostPort, address: host, exclusive: true }, () => s.close(() => resolve(undefined)));
-    }
-  });
-}
-
 // ------------------------------------------------------------------ the NetworkDriver
 
 export interface DockerNetworksOptions {
@@ -756,11 +731,11 @@ export class DockerNetworks implements NetworkDriverApi {
     if (net.internal || requests.length === 0 || ep0.ports.length > 0) return;
     await this.c.locks.shared(net.id, async () => {
       const defaultHostIp = bridgeConfig(net.id, net.options).hostBindingIpv4;
-      const ports = await this.choosePorts(requests.map((q) => (q.hostIp === '' ? { ...q, hostIp: defaultHostIp } : q)));
+      const ports = await choosePorts(this.c.state, requests.map((q) => (q.hostIp === '' ? { ...q, hostIp: defaultHostIp } : q)));
       const ep = this.c.state.tx(() => {
         const cur = this.endpoint(net, ep0.id);
         if (cur.ports.length > 0) return undefined; // programmed by a concurrent call
-        for (const p of ports) this.checkPortFree(p);
+        for (const p of ports) checkPortFree(this.c.state, p);
         for (const p of ports) this.c.state.insertPort(cur.id, p);
         return { ...cur, ports };
       });
@@ -783,63 +758,5 @@ export class DockerNetworks implements NetworkDriverApi {
       this.c.state.deletePorts(ep.id);
     });
   }
-
-  private holder(endpointId: string): string {
-    const ep = this.c.state.endpoint(endpointId);
-    const sb = ep?.sandboxId ? this.c.state.sandbox(ep.sandboxId) : undefined;
-    return sb ? `sandbox "${sb.name}"` : `endpoint ${short(endpointId)}`;
-  }
-
-  private checkPortFree(p: PortMapping): void {
-    const h = this.c.state.portHolders(p.proto, p.hostIp, p.hostPort)[0];
-    if (h) throw conflict(`host port ${p.hostIp || '*'}:${p.hostPort}/${p.proto} is already allocated (published by ${this.holder(h.endpointId)})`, `port ${p.hostPort}/${p.proto}`);
-  }
-
-  /** One host port per binding: the given one, the first free one of a range, or an ephemeral one. */
-  private async choosePorts(reqs: readonly PortRequest[]): Promise<PortMapping[]> {
-    const out: PortMapping[] = [];
-    const taken = new Set<string>();
-    for (const r of reqs) {
-      const [first, last] = r.hostPort === 0 ? [EPHEMERAL_FIRST, EPHEMERAL_LAST] : [r.hostPort, r.hostPortEnd || r.hostPort];
-      let chosen: PortMapping | undefined;
-      let problem = '';
-      for (let port = first; port <= last && !chosen; port++) {
-        const key = `${r.proto}/${r.hostIp}/${port}`;
-        if (taken.has(key)) continue;
-        const m: PortMapping = { proto: r.proto, containerPort: r.containerPort, hostIp: r.hostIp, hostPort: port };
-        const h = this.c.state.portHolders(m.proto, m.hostIp, m.hostPort)[0];
-        if (h) {
-          problem = `already allocated (published by ${this.holder(h.endpointId)})`;
-          continue;
-        }
-        const inUse = await hostPortInUse(m);
-        if (inUse) {
-          problem = `in use on the host (${inUse})`;
-          continue;
-        }
-        chosen = m;
-        taken.add(key);
-      }
-      if (!chosen) {
-        const what = first === last ? `host port ${r.hostIp || '*'}:${first}/${r.proto} is` : `no host port in ${first}-${last}/${r.proto} is free:`;
-        throw conflict(`${what} ${problem}`, `port ${first}/${r.proto}`);
-      }
-      out.push(chosen);
-    }
-    return out;
-  }
 }
 
-/** Destinations of the host's routes (auto-chosen pools must not shadow them). */
-export async function hostRoutes(rtnl: Rtnl): Promise<Subnet[]> {
-  const out: Subnet[] = [];
-  for (const r of await routeList(rtnl)) {
-    if (!r.dst || r.dst.prefixLen === 0) continue;
-    try {
-      out.push(Subnet.parse(`${r.dst.address}/${r.dst.prefixLen}`));
-    } catch {
-      /* host bits set: its subnet overlaps the same pools */
-    }
-  }
-  return out;
-}

@@ -1,0 +1,103 @@
+import { createSocket } from 'node:dgram';
+import { createServer } from 'node:net';
+import { conflict, invalid } from './errors.js';
+import { IpAddr } from './ipam/address.js';
+import type { PortMapping, PortRequest, Proto } from './model.js';
+import type { State } from './store/state.js';
+
+/**
+ * Host ports for published container ports, shared by the lab face and the Docker face: one
+ * store (the `ports` table) decides what tnet has published, and a bind probe what the host uses.
+ */
+const EPHEMERAL_FIRST = 49153;
+const EPHEMERAL_LAST = 65535;
+
+export function checkPortRequest(r: PortRequest): void {
+  const protos: Proto[] = ['tcp', 'udp', 'sctp'];
+  if (!protos.includes(r.proto)) throw invalid(`protocol "${r.proto}" is not tcp, udp or sctp`, `port ${r.containerPort}`);
+  const ok = (n: number) => Number.isInteger(n) && n >= 1 && n <= 65535;
+  if (!ok(r.containerPort)) throw invalid(`container port ${r.containerPort} is not in 1-65535`, `port ${r.containerPort}`);
+  if (r.hostPort !== 0 && !ok(r.hostPort)) throw invalid(`host port ${r.hostPort} is not in 1-65535`, `port ${r.hostPort}`);
+  if (r.hostPortEnd !== 0 && (!ok(r.hostPortEnd) || r.hostPortEnd < r.hostPort))
+    throw invalid(`host port range ${r.hostPort}-${r.hostPortEnd} is not a valid range`, `port ${r.hostPort}`);
+  if (r.hostIp !== '') {
+    try {
+      IpAddr.parse(r.hostIp);
+    } catch {
+      throw invalid(`host address "${r.hostIp}" for port ${r.containerPort} is not an IP address`, `port ${r.containerPort}`);
+    }
+  }
+}
+
+/** Who holds a published port, for messages: the sandbox's name, or the endpoint's short id. */
+export function holderName(state: State, endpointId: string): string {
+  const ep = state.endpoint(endpointId);
+  const sb = ep?.sandboxId ? state.sandbox(ep.sandboxId) : undefined;
+  return sb ? `sandbox "${sb.name}"` : `endpoint ${endpointId.slice(0, 12)}`;
+}
+
+const takenBy = (state: State, endpointId: string) => `already allocated (already published by ${holderName(state, endpointId)})`;
+
+/** Inside the store transaction: another request may have taken the port since choosePorts. */
+export function checkPortFree(state: State, p: PortMapping): void {
+  const h = state.portHolders(p.proto, p.hostIp, p.hostPort)[0];
+  if (h) throw conflict(`host port ${p.hostIp || '*'}:${p.hostPort}/${p.proto} is ${takenBy(state, h.endpointId)}`, `port ${p.hostPort}/${p.proto}`);
+}
+
+/** One host port per request: the given port, the first free one of a range, or an ephemeral one. */
+export async function choosePorts(state: State, reqs: readonly PortRequest[]): Promise<PortMapping[]> {
+  const out: PortMapping[] = [];
+  const taken = new Set<string>();
+  for (const r of reqs) {
+    checkPortRequest(r);
+    const [first, last] = r.hostPort === 0 ? [EPHEMERAL_FIRST, EPHEMERAL_LAST] : [r.hostPort, r.hostPortEnd || r.hostPort];
+    let chosen: PortMapping | undefined;
+    let problem = '';
+    for (let port = first; port <= last && !chosen; port++) {
+      const key = `${r.proto}/${r.hostIp}/${port}`;
+      if (taken.has(key)) continue;
+      const m: PortMapping = { proto: r.proto, containerPort: r.containerPort, hostIp: r.hostIp, hostPort: port };
+      const h = state.portHolders(m.proto, m.hostIp, m.hostPort)[0];
+      if (h) {
+        problem = takenBy(state, h.endpointId);
+        continue;
+      }
+      const inUse = await hostPortInUse(m);
+      if (inUse) {
+        problem = `in use on the host (${inUse})`;
+        continue;
+      }
+      chosen = m;
+      taken.add(key);
+    }
+    if (!chosen) {
+      const what = first === last ? `host port ${r.hostIp || '*'}:${first}/${r.proto} is` : `no host port in ${first}-${last}/${r.proto} is free:`;
+      throw conflict(`${what} ${problem}`, `port ${first}/${r.proto}`);
+    }
+    out.push(chosen);
+  }
+  return out;
+}
+
+/**
+ * Whether a process on the host already listens on this port: publishing over it would
+ * silently steal its traffic, so it is refused as dockerd refuses it ("address already in use").
+ */
+export async function hostPortInUse(m: PortMapping): Promise<string | undefined> {
+  if (m.proto === 'sctp') return undefined;
+  const host = m.hostIp === '' ? undefined : m.hostIp;
+  return new Promise((resolve) => {
+    if (m.proto === 'tcp') {
+      const s = createServer();
+      s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EADDRNOTAVAIL' ? undefined : e.code));
+      s.listen({ port: m.hostPort, host, exclusive: true }, () => s.close(() => resolve(undefined)));
+    } else {
+      const s = createSocket(host?.includes(':') ? 'udp6' : 'udp4');
+      s.once('error', (e: NodeJS.ErrnoException) => {
+        s.close();
+        resolve(e.code === 'EADDRNOTAVAIL' ? undefined : e.code);
+      });
+      s.bind({ port: m.hostPort, address: host, exclusive: true }, () => s.close(() => resolve(undefined)));
+    }
+  });
+}
