@@ -16,6 +16,9 @@ npx tsc -p tsconfig.test.json || status=1
 echo "== unit tests (vitest)"
 npx vitest run --reporter=default --reporter=json --outputFile="$out/vitest.json" || status=1
 
+echo "== DNS fuzz (100 000 random and mutated packets)"
+npx vitest run -c test/fuzz/dns-vitest.config.ts --reporter=default --reporter=json --outputFile="$out/fuzz.json" || status=1
+
 echo "== integration and e2e tests (tap, root)"
 files=$(ls test/integration/*.test.ts test/e2e/*.test.ts 2>/dev/null)
 # shellcheck disable=SC2086
@@ -29,6 +32,10 @@ try {
   const v = JSON.parse(fs.readFileSync(dir + '/vitest.json', 'utf8'));
   pass += v.numPassedTests; fail += v.numFailedTests; skip += v.numPendingTests + (v.numTodoTests ?? 0);
 } catch { fail += 1; console.log('vitest wrote no results'); }
+try {
+  const f = JSON.parse(fs.readFileSync(dir + '/fuzz.json', 'utf8'));
+  pass += f.numPassedTests; fail += f.numFailedTests; skip += f.numPendingTests;
+} catch { fail += 1; console.log('the fuzz run wrote no results'); }
 const m = [...fs.readFileSync(dir + '/tap.txt', 'utf8').matchAll(/# \{ total: (\d+)(?:, pass: (\d+))?(?:, fail: (\d+))?(?:, skip: (\d+))?/g)].pop();
 if (m) { pass += +(m[2] ?? 0); fail += +(m[3] ?? 0); skip += +(m[4] ?? 0); } else { fail += 1; console.log('tap wrote no summary'); }
 console.log(`${pass} passed, ${fail} failed, ${skip} skipped`);
