@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { invalid } from '../libnetwork/errors.js';
+import { isErrno } from '../libnetwork/kernel/error.js';
 import { log as rootLog, type Logger } from '../libnetwork/log.js';
 import { encodeAnswer, render, resolve, type Answer } from './answers.js';
 import { Forwarder, hostUpstreams, parseUpstream, type Upstream } from './forwarder.js';
@@ -569,7 +570,7 @@ export class DnsServer {
         await closeListener(l);
         l.closed = false;
         // port 0: the free UDP port may be taken for TCP; pick another pair
-        if (port !== 0 || attempt >= 10 || (e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+        if (port !== 0 || attempt >= 10 || !isErrno(e, 'EADDRINUSE')) throw e;
       }
     }
   }

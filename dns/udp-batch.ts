@@ -1,10 +1,13 @@
 import { isIP } from 'node:net';
-import koffi from 'koffi';
+import {
+  MSG_DONTWAIT, MSG_TRUNC, nativeBlock, recvmmsg, sendmmsg, socketBind, socketClose, socketsAvailable, type NativeBlock,
+} from '../libnetwork/kernel/socket.js';
 import { ipv6Bytes } from './cidr.js';
 
 /**
- * Batched UDP I/O for the DNS hot path: recvmmsg(2) / sendmmsg(2) through koffi (the project's
- * libc FFI).
+ * Batched UDP I/O for the DNS hot path: recvmmsg(2) / sendmmsg(2). The system calls and the native
+ * memory are libnetwork/kernel/socket.ts's; the batching (which datagrams, which slots, when to
+ * flush) is here.
  *
  * Why: with Node's dgram every datagram costs one JS callback, a 64 KiB receive allocation, an
  * rinfo object and one sendmsg; measured here that alone is slower per query than dnsmasq's whole
@@ -16,7 +19,8 @@ import { ipv6Bytes } from './cidr.js';
  *
  * The buffers are shared by every listener: the handler runs to completion on the one JS thread,
  * and nothing here is kept after it returns (forwarded queries are copied before they leave).
- * Without koffi or libc (not Linux), `loadUdpBatch()` returns null and the server uses plain dgram.
+ * Where libc sockets do not work (not Linux x64/arm64), `loadUdpBatch()` returns null and the server
+ * uses plain dgram.
  */
 
 /** Datagrams per batch. */
@@ -28,32 +32,10 @@ export const OUT_SLOT = 4096;
 const MMSG = 64; // sizeof(struct mmsghdr) on 64-bit Linux
 const IOV = 16; // sizeof(struct iovec)
 const SA = 32; // room for struct sockaddr_in6 (28)
-const MSG_DONTWAIT = 0x40;
-const MSG_TRUNC = 0x20;
 const AF_INET = 2;
 const AF_INET6 = 10;
 
-interface Block {
-  ptr: unknown;
-  buf: Buffer;
-  addr: bigint;
-}
-
-interface Libc {
-  recvmmsg(fd: number, vec: unknown, vlen: number, flags: number, timeout: null): number;
-  sendmmsg(fd: number, vec: unknown, vlen: number, flags: number): number;
-  socket(domain: number, type: number, protocol: number): number;
-  bind(fd: number, addr: Buffer, len: number): number;
-  setsockopt(fd: number, level: number, name: number, val: Buffer, len: number): number;
-  close(fd: number): number;
-}
-
-function block(size: number): Block {
-  const ptr = koffi.alloc('uint8_t', size);
-  const buf = Buffer.from(koffi.view(ptr, size));
-  buf.fill(0);
-  return { ptr, buf, addr: koffi.address(ptr) };
-}
+const block = (size: number): NativeBlock => nativeBlock(size);
 
 /** Dotted IPv4 text into 4 bytes at out[off]; false if it is not one (cheaper than isIP + split). */
 function parseV4(s: string, out: Buffer, off: number): boolean {
@@ -114,7 +96,6 @@ function sockaddrText(s: Buffer, o: number): { address: string; port: number } {
 }
 
 export class UdpBatch {
-  private readonly libc: Libc;
   private readonly rv = block(N * MMSG);
   private readonly ri = block(N * IOV);
   private readonly rs = block(N * SA);
@@ -126,8 +107,7 @@ export class UdpBatch {
   /** Answers staged for the next flush. */
   private staged = 0;
 
-  constructor(libc: Libc) {
-    this.libc = libc;
+  constructor() {
     for (let i = 0; i < N; i++) {
       this.rv.buf.writeBigUInt64LE(this.rs.addr + BigInt(i * SA), i * MMSG); // msg_name
       this.rv.buf.writeBigUInt64LE(this.ri.addr + BigInt(i * IOV), i * MMSG + 16); // msg_iov
@@ -150,7 +130,7 @@ export class UdpBatch {
       v.writeUInt32LE(SA, i * MMSG + 8); // msg_namelen, overwritten by the kernel
       v.writeUInt32LE(0, i * MMSG + 48); // msg_flags
     }
-    const n = this.libc.recvmmsg(fd, this.rv.ptr, N, MSG_DONTWAIT, null);
+    const n = recvmmsg(fd, this.rv, N, MSG_DONTWAIT);
     return n > 0 ? n : 0;
   }
 
@@ -208,7 +188,7 @@ export class UdpBatch {
     const k = this.staged;
     this.staged = 0;
     if (k === 0) return NONE;
-    const r = this.libc.sendmmsg(fd, this.sv.ptr, k, MSG_DONTWAIT);
+    const r = sendmmsg(fd, this.sv, k, MSG_DONTWAIT);
     if (r === k) return NONE;
     const left: Unsent[] = [];
     for (let j = r > 0 ? r : 0; j < k; j++) {
@@ -222,59 +202,24 @@ export class UdpBatch {
   }
 
   /**
-   * A non-blocking UDP socket bound to address:port, created with libc so that dgram can adopt it
-   * by fd (`bind({ fd })`, public API) and we know the fd for recvmmsg. Throws an Error with
-   * `code` (EADDRINUSE...) like dgram's bind.
+   * A non-blocking UDP socket bound to address:port in the daemon's namespace, made with libc so
+   * that dgram can adopt it by fd (`bind({ fd })`, public API) and we know the fd for recvmmsg.
+   * Throws KernelError (`bind udp 127.0.0.1:53: EADDRINUSE`).
    */
   openUdp(address: string, port: number): number {
-    const sa = Buffer.alloc(SA);
-    const len = writeSockaddr(sa, 0, address, port);
-    if (len === 0) throw Object.assign(new Error(`bad listen address ${address}`), { code: 'EINVAL' });
-    const SOCK_DGRAM = 2;
-    const SOCK_NONBLOCK = 0x800;
-    const SOCK_CLOEXEC = 0x80000;
-    const fd = this.libc.socket(len === 16 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) throw errnoError('socket', address, port);
-    if (this.libc.bind(fd, sa, len) !== 0) {
-      const e = errnoError('bind', address, port);
-      this.libc.close(fd);
-      throw e;
-    }
-    return fd;
+    return socketBind(undefined, 'udp', address, port);
   }
 
   closeFd(fd: number): void {
-    this.libc.close(fd);
+    socketClose(fd);
   }
-}
-
-const ERRNO: Record<number, string> = { 13: 'EACCES', 98: 'EADDRINUSE', 99: 'EADDRNOTAVAIL', 22: 'EINVAL', 1: 'EPERM' };
-
-function errnoError(call: string, address: string, port: number): Error {
-  const n = koffi.errno();
-  const code = ERRNO[n] ?? `errno ${n}`;
-  return Object.assign(new Error(`${call} ${code} ${address}:${port}`), { code, errno: n, syscall: call });
 }
 
 let cached: UdpBatch | null | undefined;
 
-/** The shared batch I/O, or null where it cannot work (no koffi, not Linux x64/arm64). */
+/** The shared batch I/O, or null where it cannot work (see socketsAvailable). */
 export function loadUdpBatch(): UdpBatch | null {
   if (cached !== undefined) return cached;
-  cached = null;
-  if (process.platform !== 'linux' || (process.arch !== 'x64' && process.arch !== 'arm64')) return cached;
-  try {
-    const lib = koffi.load('libc.so.6');
-    cached = new UdpBatch({
-      recvmmsg: lib.func('int recvmmsg(int fd, void *vec, unsigned int vlen, int flags, void *timeout)'),
-      sendmmsg: lib.func('int sendmmsg(int fd, void *vec, unsigned int vlen, int flags)'),
-      socket: lib.func('int socket(int domain, int type, int protocol)'),
-      bind: lib.func('int bind(int fd, const void *addr, uint32_t len)'),
-      setsockopt: lib.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)'),
-      close: lib.func('int close(int fd)'),
-    } as Libc);
-  } catch {
-    cached = null;
-  }
+  cached = socketsAvailable() ? new UdpBatch() : null;
   return cached;
 }
