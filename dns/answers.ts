@@ -130,7 +130,24 @@ export function resolve(p: ResolveParams): Resolution {
     }
     return { kind: 'local', rcode: RCODE_NXDOMAIN, answers: [], soaZone: zone.name };
   }
+  if ((qtype === TYPE_A || qtype === TYPE_AAAA || qtype === TYPE_ANY) && singleLabel(key)) return NO_SUCH_PEER;
   return FORWARD;
+}
+
+/**
+ * An address lookup of a single-label name that is not a peer in this scope ("db" asked by a
+ * sandbox that shares no network with any "db"): NXDOMAIN here, never forwarded. No public name is a
+ * single label (no address records at TLDs, ICANN SAC053), so the upstream could only say NXDOMAIN
+ * too, slower, and would learn the names of the user's containers; and a sandbox on another network
+ * must not be able to tell whether a peer of that name exists (what libnetwork does with ndots set,
+ * and systemd-resolved by default). With `ndots:0` the resolver then tries the search domains, and
+ * those multi-label names are forwarded as usual. Other types (SOA, NS, DS of a TLD) are forwarded.
+ */
+const NO_SUCH_PEER: Resolution = { kind: 'local', rcode: RCODE_NXDOMAIN, answers: [], soaZone: null };
+
+function singleLabel(key: string): boolean {
+  const n = key.charCodeAt(0);
+  return n > 0 && key.charCodeAt(n + 1) === 0;
 }
 
 /**

@@ -143,12 +143,20 @@ describe('dns answers', () => {
     const before = s.stats.forwarded;
     const { msg } = await ask(SB1, { name: 'db' });
     expect(msg.answers).toEqual([]);
-    expect(msg.rcode).toBe('SERVFAIL'); // forwarded like any unknown name (upstream unreachable here)
+    // a single-label name that is no peer here: NXDOMAIN at once, never forwarded (the upstream
+    // would only learn the names of other networks' containers)
+    expect(msg.rcode).toBe('NXDOMAIN');
+    expect((await ask(SB1, { name: 'DB', type: 'AAAA' })).msg.rcode).toBe('NXDOMAIN');
+    expect(s.stats.forwarded).toBe(before);
     const other = await ask(SB1, { name: 'db.back' });
     expect(other.msg.rcode).toBe('SERVFAIL'); // not NXDOMAIN: `back` is not sb1's network, so not tnet's zone for it
+    expect(s.stats.forwarded).toBe(before + 1);
+    // other types of a single label (a TLD's SOA, NS, DS) are forwarded as usual
+    expect((await ask(SB1, { name: 'com', type: 'SOA' })).msg.rcode).toBe('SERVFAIL');
     expect(s.stats.forwarded).toBe(before + 2);
-    // sb3 (internal network only) never sees n1
-    expect((await ask(SB3, { name: 'web' })).msg.rcode).toBe('REFUSED');
+    // sb3 (internal network only) never sees n1: the same NXDOMAIN, and a dotted name is REFUSED
+    expect((await ask(SB3, { name: 'web' })).msg.rcode).toBe('NXDOMAIN');
+    expect((await ask(SB3, { name: 'web.front' })).msg.rcode).toBe('REFUSED');
   });
 
   it('answers NXDOMAIN for unknown names under a network of the scope, NODATA at the apex', async () => {
@@ -204,7 +212,8 @@ describe('dns answers', () => {
     // a removed network takes its names with it
     s.removeNetwork('n3');
     s.setSandboxNetworks('sb3', ['n3']);
-    expect((await ask(SB3, { name: 'secret' })).msg.rcode).toBe('REFUSED');
+    expect((await ask(SB3, { name: 'secret' })).msg.rcode).toBe('NXDOMAIN'); // a single label: not forwarded either way
+    expect((await ask(SB3, { name: 'secret.priv' })).msg.rcode).toBe('REFUSED');
   });
 
   it('serves a repeated question from the cache: same answer, the client ID', async () => {
@@ -300,7 +309,8 @@ describe('dns answers', () => {
     // a client in the subnet that is not a known endpoint: n1's names only
     const anon = await ask(N1, { name: 'web' }, { clientAddress: '10.1.0.200' });
     expect(addrs(anon.msg)).toEqual(['10.1.0.2']);
-    expect((await ask(N1, { name: 'db' }, { clientAddress: '10.1.0.200' })).msg.rcode).toBe('SERVFAIL');
+    expect((await ask(N1, { name: 'db' }, { clientAddress: '10.1.0.200' })).msg.rcode).toBe('NXDOMAIN');
+    expect((await ask(N1, { name: 'db.back' }, { clientAddress: '10.1.0.200' })).msg.rcode).toBe('SERVFAIL'); // forwarded
     // a known endpoint of sb2 (on n1 and n2) sees what its sandbox sees
     expect(addrs((await ask(N1, { name: 'db' }, { clientAddress: '10.1.0.3' })).msg)).toEqual(['10.2.0.4']);
     // IPv6 and IPv4-mapped sources
