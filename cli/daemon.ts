@@ -1,43 +1,90 @@
-import { writeFileSync, rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Controller } from '../libnetwork/controller.js';
+import { EarlySocket, SocketInUse } from '../libnetwork/early-socket.js';
+
+export interface DaemonOptions {
+  readonly stateDir: string;
+  /** The control API's socket (the `tnet` command's). */
+  readonly socket: string;
+  /** Where the Docker plugin sockets go (default /run/docker/plugins); undefined with dockerPlugin false. */
+  readonly pluginDir?: string;
+  /** Serve Docker's remote plugin protocol too (default true). */
+  readonly dockerPlugin?: boolean;
+}
 
 /**
- * `tnet daemon`: the control socket answers first (a ping within milliseconds of start), then the
- * controller opens the state and reconciles; requests that need it wait for that.
+ * `tnet daemon`, in the order its clients need it:
+ *  1. the control socket answers /ping (the CLI's "is it up?") within milliseconds of the start,
+ *     from a plain node:http server, before fastify, pino or the kernel modules have loaded;
+ *  2. the Docker plugin sockets answer Activate (dockerd gives up on a plugin after ~15 s);
+ *  3. fastify takes both over, the controller opens the state and reconciles; requests that need
+ *     the controller wait for it.
  */
-export async function runDaemon(opts: { stateDir: string; socket: string }): Promise<void> {
+export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const t0 = performance.now();
-  const { controlServer, listenUnix } = await import('../libnetwork/api/server.js');
-  const { log } = await import('../libnetwork/log.js');
-  let resolveReady!: (c: import('../libnetwork/controller.js').Controller) => void;
-  let rejectReady!: (e: unknown) => void;
-  const ready = new Promise<import('../libnetwork/controller.js').Controller>((res, rej) => {
-    resolveReady = res;
-    rejectReady = rej;
-  });
-  const app = await controlServer(ready);
-  await listenUnix(app, opts.socket);
-  const pidFile = join(opts.stateDir, 'daemon.pid');
-  log.info({ socket: opts.socket, ms: Math.round(performance.now() - t0) }, 'control socket listening');
+  let controller: Controller | undefined;
+  let openController!: (c: Promise<Controller>) => void;
+  const ready = new Promise<Controller>((res) => (openController = res));
+  ready.catch(() => undefined); // reported below; requests waiting on it get the error
+
+  const control = new EarlySocket({ 'GET /ping': () => ({ ok: true, ready: controller !== undefined, pid: process.pid }) });
   try {
-    const { Controller } = await import('../libnetwork/controller.js');
-    const c = await Controller.open({ stateDir: opts.stateDir });
-    writeFileSync(pidFile, `${process.pid}\n`);
-    resolveReady(c);
-    log.info({ ms: Math.round(performance.now() - t0) }, 'ready');
-    const stop = async (signal: string) => {
-      log.info({ signal }, 'stopping');
-      await app.close();
-      c.close();
-      rmSync(pidFile, { force: true });
-      process.exit(0);
-    };
-    process.once('SIGTERM', () => void stop('SIGTERM'));
-    process.once('SIGINT', () => void stop('SIGINT'));
+    await control.listen(opts.socket, 0o600);
+  } catch (e) {
+    process.stderr.write(`tnet daemon: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(e instanceof SocketInUse ? 4 : 1);
+  }
+  const pingMs = Math.round(performance.now() - t0);
+
+  const plugin = opts.dockerPlugin === false ? undefined : await startDockerPlugin(ready, opts.pluginDir);
+  const { log } = await import('../libnetwork/log.js');
+  log.info({ socket: opts.socket, ms: pingMs }, 'control socket listening');
+  const { controlServer } = await import('../libnetwork/api/server.js');
+  const app = await controlServer(ready, { serverFactory: (h) => control.attach(h) });
+  await app.ready();
+  control.release();
+
+  const pidFile = join(opts.stateDir, 'daemon.pid');
+  const shutdown = async () => {
+    await plugin?.close();
+    await app.close();
+    await control.close();
+  };
+  try {
+    openController(import('../libnetwork/controller.js').then(({ Controller }) => Controller.open({ stateDir: opts.stateDir })));
+    controller = await ready;
   } catch (e) {
     log.fatal({ err: e }, 'could not open the state and reconcile');
-    rejectReady(e);
-    await app.close();
+    await shutdown();
     process.exit(1);
+  }
+  writeFileSync(pidFile, `${process.pid}\n`);
+  log.info({ ms: Math.round(performance.now() - t0), plugin: plugin?.sockets }, 'ready');
+  const c = controller;
+  const stop = async (signal: string) => {
+    log.info({ signal }, 'stopping');
+    await shutdown();
+    c.close();
+    rmSync(pidFile, { force: true });
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+}
+
+/**
+ * The Docker plugin sockets. Another process already serving them (e.g. the standalone plugin,
+ * libnetwork/plugin/main.ts) is not fatal: the control API still works, and the log says why
+ * Docker is not served from here.
+ */
+async function startDockerPlugin(ready: Promise<Controller>, dir: string | undefined) {
+  const { startPlugin } = await import('../libnetwork/plugin/index.js');
+  try {
+    return await startPlugin(ready, { dir });
+  } catch (e) {
+    const { log } = await import('../libnetwork/log.js');
+    log.error({ err: e }, 'the Docker plugin sockets are not served by this daemon');
+    return undefined;
   }
 }

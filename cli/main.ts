@@ -35,9 +35,14 @@ Commands:
 ${GLOBAL}
 
 Exit codes: 0 ok, 1 error, 2 bad input, 3 not found, 4 conflict or in use, 5 unsupported here, 69 daemon unavailable.`,
-  daemon: `Usage: tnet daemon [--state-dir DIR] [--socket PATH]
+  daemon: `Usage: tnet daemon [--state-dir DIR] [--socket PATH] [--plugin-dir DIR] [--no-docker-plugin]
 
-Runs the daemon: the control socket, then reconciles the kernel with the saved state.
+Runs the daemon: the control socket, Docker's plugin sockets (PLUGIN_DIR/tnet.sock: the NetworkDriver
+"-d tnet" and the IpamDriver "--ipam-driver tnet"), then reconciles the kernel with the saved state.
+
+Options:
+  --plugin-dir DIR      where dockerd looks for plugins (default $TNET_PLUGIN_DIR or /run/docker/plugins)
+  --no-docker-plugin    serve the control API only (also TNET_DOCKER_PLUGIN=0)
 
 ${GLOBAL}`,
   network: `Usage: tnet network create|ls|inspect|rm ...   (tnet network COMMAND --help for each)`,
@@ -122,6 +127,7 @@ async function main(argv: string[]): Promise<number> {
       'ip-range6': { type: 'string' }, internal: { type: 'boolean' }, opt: { type: 'string', short: 'o', multiple: true },
       label: { type: 'string', multiple: true }, ip: { type: 'string' }, ip6: { type: 'string' }, mac: { type: 'string' },
       alias: { type: 'string', multiple: true }, publish: { type: 'string', short: 'p', multiple: true },
+      'plugin-dir': { type: 'string' }, 'no-docker-plugin': { type: 'boolean' },
     },
   });
   const [cmd = '', sub = ''] = pos;
@@ -136,7 +142,8 @@ async function main(argv: string[]): Promise<number> {
   const socket = o.socket ?? process.env.TNET_SOCKET ?? DEFAULT_SOCKET;
   if (cmd === 'daemon') {
     const { runDaemon } = await import('./daemon.js');
-    await runDaemon({ stateDir, socket });
+    const dockerPlugin = !o['no-docker-plugin'] && process.env.TNET_DOCKER_PLUGIN !== '0';
+    await runDaemon({ stateDir, socket, dockerPlugin, pluginDir: o['plugin-dir'] ?? process.env.TNET_PLUGIN_DIR });
     return -1; // keeps running
   }
   if (!(topic in HELP) || (['network', 'sandbox'].includes(cmd) && !sub)) throw new Usage(`unknown command "${topic}"; see tnet --help`);

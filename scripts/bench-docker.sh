@@ -13,7 +13,7 @@ if [[ ${TNET_BENCH_ISOLATED:-} != 1 ]]; then
   for b in /usr/sbin/dockerd /usr/bin/docker /bin/busybox; do
     [[ -x $b ]] || { echo "bench-docker: $b missing (apt-get install docker.io busybox-static)" >&2; exit 2; }
   done
-  [[ -f dist/libnetwork/plugin/main.js ]] || npx tsc -p tsconfig.json
+  [[ -f dist/cli/daemon.js ]] || npx tsc -p tsconfig.json
   mkdir -p /run/netns /run/docker /run/containerd
   exec unshare --net --mount -- env TNET_BENCH_ISOLATED=1 sh -c \
     'mount --make-rprivate / && mount -t tmpfs bench /run/netns && mount -t tmpfs bench /run/docker &&
@@ -39,7 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-TNET_LOG_LEVEL=warn node dist/libnetwork/plugin/main.js --state-dir "$base/tnet" 2>"$base/plugin.log" &
+TNET_LOG_LEVEL=warn node dist/cli/main.js daemon --state-dir "$base/tnet" --socket "$base/tnet/control.sock" 2>"$base/plugin.log" &
 plugin_pid=$!
 mkdir -p "$base/data" "$base/exec"; echo '{}' >"$base/daemon.json"
 /usr/sbin/dockerd --data-root "$base/data" --exec-root "$base/exec" --pidfile "$base/dockerd.pid" \

@@ -5,6 +5,7 @@ import {
   type Rtnl,
   addrAdd,
   cidr,
+  isErrno,
   linkAdd,
   linkByName,
   linkDelIfExists,
@@ -41,6 +42,7 @@ export class BridgeDriver implements Driver {
   private forwardingOn = { 4: false, 6: false };
   /** Networks this driver has made: tnet's nft table exists exactly while this is not empty. */
   private readonly live = new Set<string>();
+  private readonly bridgeIndexes = new Map<string, number>();
 
   constructor(host: HostContext) {
     this.host = host;
@@ -107,6 +109,7 @@ export class BridgeDriver implements Driver {
   private async configureBridge(net: Network, c: BridgeConfig): Promise<void> {
     const h = this.host.rtnl;
     const br = await linkGet(h, c.bridge);
+    this.bridgeIndexes.set(c.bridge, br.index);
     const adds: Promise<void>[] = [];
     for (const ip of [net.ipv4, net.ipv6]) {
       if (ip?.gateway) adds.push(addrAdd(h, br.index, br.name, cidr(`${ip.gateway}/${ip.subnet.prefix}`)));
@@ -139,52 +142,62 @@ export class BridgeDriver implements Driver {
     const br = await linkByName(this.host.rtnl, c.bridge);
     // Never delete a link that is not ours, even if it has our bridge's name.
     if (br && br.alias === this.tag('network', net.id)) await linkDelIfExists(this.host.rtnl, c.bridge);
+    this.bridgeIndexes.delete(c.bridge);
     this.dropLive(net.id);
   }
 
   async join(net: Network, ep: Endpoint, target: JoinTarget, t: Txn): Promise<JoinInfo> {
     const c = this.cfg(net);
     const h = this.host.rtnl;
-    const br = await linkGet(h, c.bridge);
     const gateway4 = net.internal ? undefined : net.ipv4?.gateway;
     const gateway6 = net.internal ? undefined : net.ipv6?.gateway;
     const staticRoutes: StaticRoute[] = [];
-    if (target.kind === 'external') {
-      const srcName = `tnc${ep.id.slice(0, 11)}`;
-      await t.step(
-        `veth ${ep.hostIfname}`,
-        () =>
-          linkAdd(h, {
-            kind: 'veth', name: ep.hostIfname, master: br.index, mtu: c.mtu, up: true,
-            alias: this.tag('endpoint', ep.id), peer: { name: srcName, mac: ep.mac, mtu: c.mtu },
-          }),
-        () => linkDelIfExists(h, ep.hostIfname),
-      );
-      return { srcName, gateway4, gateway6, staticRoutes };
-    }
+    const peer =
+      target.kind === 'external'
+        ? { name: `tnc${ep.id.slice(0, 11)}`, mac: ep.mac, mtu: c.mtu }
+        : { name: target.ifname, ns: target.ns, mac: ep.mac, mtu: c.mtu };
+    const veth = (master: number) =>
+      linkAdd(h, { kind: 'veth', name: ep.hostIfname, master, mtu: c.mtu, up: true, alias: this.tag('endpoint', ep.id), peer });
     await t.step(
       `veth ${ep.hostIfname}`,
-      () =>
-        linkAdd(h, {
-          kind: 'veth', name: ep.hostIfname, master: br.index, mtu: c.mtu, up: true,
-          alias: this.tag('endpoint', ep.id), peer: { name: target.ifname, ns: target.ns, mac: ep.mac, mtu: c.mtu },
-        }),
+      async () => {
+        try {
+          await veth(await this.bridgeIndex(c.bridge));
+        } catch (e) {
+          // A cached index of a bridge that was deleted and made again behind our back.
+          if (!isErrno(e, 'ENODEV')) throw e;
+          await veth(await this.bridgeIndex(c.bridge, true));
+        }
+      },
       () => linkDelIfExists(h, ep.hostIfname),
     );
+    if (target.kind === 'external') return { srcName: peer.name, gateway4, gateway6, staticRoutes };
     await withRtnl(target.ns, async (s) => {
       const link = await linkGet(s, target.ifname);
+      // One round trip for all of it: the default routes are onlink, so they need not wait for the address.
       const work: Promise<void>[] = [linkSetUp(s, target.ifname)];
       if (ep.ipv4 && net.ipv4) work.push(addrAdd(s, link.index, link.name, cidr(`${ep.ipv4}/${net.ipv4.subnet.prefix}`)));
       if (ep.ipv6 && net.ipv6) work.push(addrAdd(s, link.index, link.name, cidr(`${ep.ipv6}/${net.ipv6.subnet.prefix}`)));
-      await Promise.all(work);
       if (target.defaultRoute) {
-        const routes: Promise<void>[] = [];
-        if (gateway4) routes.push(routeAdd(s, { gateway: gateway4.toString(), oif: link.index }));
-        if (gateway6) routes.push(routeAdd(s, { gateway: gateway6.toString(), oif: link.index }));
-        await Promise.all(routes);
+        if (gateway4) work.push(routeAdd(s, { gateway: gateway4.toString(), oif: link.index, onlink: true }));
+        if (gateway6) work.push(routeAdd(s, { gateway: gateway6.toString(), oif: link.index, onlink: true }));
       }
+      await Promise.all(work);
     });
     return { gateway4, gateway6, staticRoutes };
+  }
+
+  /**
+   * The bridge's ifindex, looked up once per bridge rather than once per endpoint (a round trip
+   * each). `fresh` looks again: after the bridge is made, and when the cached one is gone.
+   */
+  private async bridgeIndex(bridge: string, fresh = false): Promise<number> {
+    let index = fresh ? undefined : this.bridgeIndexes.get(bridge);
+    if (index === undefined) {
+      index = (await linkGet(this.host.rtnl, bridge)).index;
+      this.bridgeIndexes.set(bridge, index);
+    }
+    return index;
   }
 
   async leave(_net: Network, ep: Endpoint, sandboxGoing: boolean): Promise<void> {

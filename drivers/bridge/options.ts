@@ -1,6 +1,6 @@
 import { isIPv4 } from 'node:net';
 import { invalid } from '../../libnetwork/errors.js';
-import { ifnameProblem } from '../../libnetwork/kernel/index.js';
+import { ifnameProblem } from '../../libnetwork/kernel/ifname.js';
 import {
   BRIDGE_NAME,
   DRIVER_MTU,

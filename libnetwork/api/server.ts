@@ -1,9 +1,8 @@
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Controller } from '../controller.js';
 import { TnetError } from '../errors.js';
-import { KernelError } from '../kernel/index.js';
+import { KernelError } from '../kernel/error.js';
 import { log } from '../log.js';
 import { networkView, sandboxView } from '../views.js';
 
@@ -36,8 +35,11 @@ const portReq = {
  * the documentation of the wire format. `ready` resolves when the controller has reconciled;
  * /ping answers before that, so a starting daemon is seen as up within milliseconds.
  */
-export async function controlServer(ready: Promise<Controller>): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false, bodyLimit: 1 << 20 });
+export async function controlServer(
+  ready: Promise<Controller>,
+  opts: { serverFactory?: (handler: (req: IncomingMessage, res: ServerResponse) => void) => Server } = {},
+): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false, bodyLimit: 1 << 20, ...(opts.serverFactory ? { serverFactory: opts.serverFactory } : {}) });
   let controller: Controller | undefined;
   void ready.then((c) => (controller = c)).catch(() => undefined);
   const ctl = () => ready;
@@ -133,12 +135,4 @@ export async function controlServer(ready: Promise<Controller>): Promise<Fastify
     },
   );
   return app;
-}
-
-/** Listens on a unix socket only root can reach (0600), replacing a stale socket file. */
-export async function listenUnix(app: FastifyInstance, path: string): Promise<void> {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-  rmSync(path, { force: true });
-  await app.listen({ path });
-  chmodSync(path, 0o600);
 }

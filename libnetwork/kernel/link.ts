@@ -1,6 +1,7 @@
 import { openSync, closeSync } from 'node:fs';
 import { AttrStream, FlagsNew, ifla, rt } from 'netlink';
 import { KernelError, isErrno } from './error.js';
+import { ifnameProblem } from './ifname.js';
 import { ipBytes, macBytes, macString } from './inet.js';
 import type { Netns } from './netns.js';
 import type { Rtnl } from './rtnl.js';
@@ -63,21 +64,6 @@ export interface Link {
   readonly alias: string | undefined;
   readonly master: number | undefined;
   readonly up: boolean;
-}
-
-export const IFNAMSIZ = 16;
-
-/**
- * Why the kernel would refuse `name` as an interface name (dev_valid_name), or undefined if
- * it is fine. Checked before anything is created so the user gets the reason, not EINVAL.
- */
-export function ifnameProblem(name: string): string | undefined {
-  if (name.length === 0) return 'is empty';
-  if (Buffer.byteLength(name) >= IFNAMSIZ)
-    return `is ${Buffer.byteLength(name)} bytes long; the kernel allows at most ${IFNAMSIZ - 1}`;
-  if (name === '.' || name === '..') return 'may not be "." or ".."';
-  if (/[/:\s]/.test(name)) return 'may not contain "/", ":" or white space';
-  return undefined;
 }
 
 // IFLA_INFO_* and per-kind data attribute numbers (include/uapi/linux/if_link.h, veth.h).

@@ -12,7 +12,14 @@ export interface Route {
   /** ifindex of the output link. */
   readonly oif?: number;
   readonly metric?: number;
+  /**
+   * The gateway is on the link whether or not an address's prefix route says so yet (RTNH_F_ONLINK):
+   * lets the default route go in the same round trip as the address it would otherwise wait for.
+   */
+  readonly onlink?: boolean;
 }
+
+const RTNH_F_ONLINK = 4;
 
 function routeFamily(r: Route): 4 | 6 {
   return r.dst?.family ?? (r.gateway ? familyOf(r.gateway) : (r.family ?? 4));
@@ -32,6 +39,7 @@ function message(r: Route) {
     // no gateway: the destination is on the link itself
     scope: r.gateway ? ('UNIVERSE' as const) : ('LINK' as const),
     type: 'UNICAST' as const,
+    ...(r.onlink ? { flags: { __unknown: RTNH_F_ONLINK } } : {}),
   };
   const attrs: { dst?: Buffer; gateway?: Buffer; oif?: number; priority?: number } = {};
   if (r.dst) attrs.dst = ipBytes(r.dst.address);

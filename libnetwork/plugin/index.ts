@@ -10,13 +10,12 @@
  * The sockets answer at once (Activate and GetCapabilities need no state), so dockerd never
  * waits ~15 s for a missing plugin; calls that need the controller wait for it to be ready.
  */
-import { chmodSync, chownSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { connect } from 'node:net';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { Controller } from '../controller.js';
 import type { DockerNetworks, IpamDriverApi, NetworkDriverApi } from '../docker.js';
+import { EarlySocket, SocketInUse } from '../early-socket.js';
 import { conflict } from '../errors.js';
 
 export type { PluginBackends, PluginAppOptions } from './server.js';
@@ -51,93 +50,12 @@ export interface PluginHandle {
   close(): Promise<void>;
 }
 
-/** Whether something answers on the socket (a live plugin we must not steal the path from). */
-function socketAlive(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ path });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
 function groupId(name: string): number {
   const line = readFileSync('/etc/group', 'utf8')
     .split('\n')
     .find((l) => l.split(':')[0] === name);
   if (!line) throw conflict(`group "${name}" does not exist`, `group "${name}"`);
   return Number(line.split(':')[2]);
-}
-
-type Handler = (req: IncomingMessage, res: ServerResponse) => void;
-
-/**
- * A plain node:http server that listens at once, before fastify and the state are loaded (they
- * cost a few hundred ms): it answers Plugin.Activate and the capability calls itself, holds the
- * other requests, and hands everything to fastify's handler once that is ready.
- */
-class EarlySocket {
-  readonly server: Server;
-  private handler: Handler | undefined;
-  private readonly held: [IncomingMessage, ServerResponse][] = [];
-
-  constructor(private readonly early: Readonly<Record<string, unknown>>) {
-    this.server = createServer((req, res) => this.request(req, res));
-  }
-
-  private request(req: IncomingMessage, res: ServerResponse): void {
-    if (this.handler) return this.handler(req, res);
-    const answer = req.method === 'POST' ? this.early[req.url ?? ''] : undefined;
-    if (answer === undefined) {
-      this.held.push([req, res]);
-      return;
-    }
-    req.resume();
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(answer));
-    });
-  }
-
-  attach(handler: Handler): Server {
-    this.handler = handler;
-    return this.server;
-  }
-
-  /** Fastify is ready: the held requests go to it, in order. */
-  release(): void {
-    for (const [req, res] of this.held.splice(0)) this.handler!(req, res);
-  }
-
-  /**
-   * Listens on `path` with mode 0660 from the first instant (the umask covers the bind), owned by
-   * root and `gid`: never world-writable, never a window where it is.
-   */
-  async listen(path: string, gid: number | undefined): Promise<void> {
-    try {
-      if (statSync(path).isSocket() && (await socketAlive(path)))
-        throw conflict(`another process is serving ${path} (is a tnet daemon already running?)`, `socket "${path}"`);
-      rmSync(path, { force: true });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
-    const old = process.umask(0o117);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        this.server.once('error', reject);
-        this.server.listen({ path }, () => {
-          this.server.off('error', reject);
-          resolve();
-        });
-      });
-    } finally {
-      process.umask(old);
-    }
-    chmodSync(path, 0o660);
-    if (gid !== undefined) chownSync(path, 0, gid);
-  }
 }
 
 /**
@@ -165,12 +83,16 @@ export async function startPlugin(controller: Controller | Promise<Controller>, 
     for (const pluginName of Object.keys(drivers)) {
       const withIpam = early.length === 0;
       const e = new EarlySocket({
-        '/Plugin.Activate': { Implements: withIpam ? ['NetworkDriver', 'IpamDriver'] : ['NetworkDriver'] },
-        '/NetworkDriver.GetCapabilities': { Scope: 'local', ConnectivityScope: 'local' },
-        ...(withIpam ? { '/IpamDriver.GetCapabilities': { RequiresMACAddress: false, RequiresRequestReplay: false } } : {}),
+        'POST /Plugin.Activate': { Implements: withIpam ? ['NetworkDriver', 'IpamDriver'] : ['NetworkDriver'] },
+        'POST /NetworkDriver.GetCapabilities': { Scope: 'local', ConnectivityScope: 'local' },
+        ...(withIpam ? { 'POST /IpamDriver.GetCapabilities': { RequiresMACAddress: false, RequiresRequestReplay: false } } : {}),
       });
       const path = join(dir, `${pluginName}.sock`);
-      await e.listen(path, gid);
+      try {
+        await e.listen(path, 0o660, gid);
+      } catch (err) {
+        throw err instanceof SocketInUse ? conflict(err.message, `socket "${path}"`) : err;
+      }
       early.push(e);
       sockets.push(path);
     }
@@ -203,7 +125,7 @@ export async function startPlugin(controller: Controller | Promise<Controller>, 
     }
   } catch (err) {
     for (const a of apps) await a.close();
-    for (const e of early) e.server.close();
+    for (const e of early) await e.close();
     for (const s of sockets) rmSync(s, { force: true });
     throw err;
   }
@@ -214,7 +136,7 @@ export async function startPlugin(controller: Controller | Promise<Controller>, 
     apps,
     async close() {
       for (const a of apps) await a.close();
-      for (const e of early) if (e.server.listening) e.server.close();
+      for (const e of early) await e.close();
       for (const s of sockets) rmSync(s, { force: true });
       for (const b of backends) b.close();
     },

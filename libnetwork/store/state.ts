@@ -189,6 +189,23 @@ export class State {
     return this.db.transaction(fn).immediate();
   }
 
+  /**
+   * Records an intent (a row in state creating/deleting, with its allocations) before the kernel
+   * work it announces. It survives a kill -9 of this process at once (it is in the WAL, in the
+   * OS's cache), which is what reconcile needs; it is not fsynced on its own, because after a power
+   * loss the kernel objects it describes are gone too. The commit that follows the kernel work is
+   * a plain tx (synchronous=FULL), and its fsync carries the intent with it. Saves one fsync per
+   * operation (~0.4 ms here).
+   */
+  intent<T>(fn: () => T): T {
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      return this.tx(fn);
+    } finally {
+      this.db.pragma('synchronous = FULL');
+    }
+  }
+
   // ---- networks
   private net(r: NetworkRow | undefined): Network | undefined {
     if (!r) return undefined;

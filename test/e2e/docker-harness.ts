@@ -29,7 +29,7 @@ export async function isolateDocker(): Promise<void> {
       t.plan(0, `e2e: Docker engine not installed (missing ${missing.join(', ')}; apt-get install docker.io busybox-static)`);
       process.exit(0);
     }
-    if (!existsSync(join(ROOT, 'dist/libnetwork/plugin/main.js'))) {
+    if (!existsSync(join(ROOT, 'dist/cli/daemon.js'))) {
       t.plan(0, 'e2e: dist/ is not built (npx tsc -p tsconfig.json)');
       process.exit(0);
     }
@@ -271,21 +271,13 @@ export function pluginCall(path: string, body: string | object, socket = PLUGIN_
 }
 
 /**
- * How tnet runs: `tnet daemon` once it serves the plugin sockets (cli/daemon.ts calls startPlugin),
- * else the plugin on its own (dist/libnetwork/plugin/main.js). TNET_E2E_PLUGIN=daemon|plugin forces one.
+ * How tnet runs: `tnet daemon` (control API + plugin sockets), as users run it; TNET_E2E_PLUGIN=plugin
+ * runs the plugin on its own (dist/libnetwork/plugin/main.js) instead.
  */
 export function tnetCommand(stateDir: string): string[] {
-  const daemonServes = (() => {
-    try {
-      return readFileSync(join(ROOT, 'dist/cli/daemon.js'), 'utf8').includes('startPlugin');
-    } catch {
-      return false;
-    }
-  })();
-  const mode = process.env.TNET_E2E_PLUGIN ?? (daemonServes ? 'daemon' : 'plugin');
-  return mode === 'daemon'
-    ? [join(ROOT, 'dist/cli/main.js'), 'daemon', '--state-dir', stateDir, '--socket', join(stateDir, 'control.sock')]
-    : [join(ROOT, 'dist/libnetwork/plugin/main.js'), '--state-dir', stateDir];
+  return process.env.TNET_E2E_PLUGIN === 'plugin'
+    ? [join(ROOT, 'dist/libnetwork/plugin/main.js'), '--state-dir', stateDir]
+    : [join(ROOT, 'dist/cli/main.js'), 'daemon', '--state-dir', stateDir, '--socket', join(stateDir, 'control.sock')];
 }
 
 /** tnet as its own process (so it can be killed -9), on its own state directory. */
