@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ${1:-} != --host && ${TNET_DEMO_ISOLATED:-} != 1 ]]; then
-  mkdir -p /run/netns /etc/netns /run/tnet
+  mkdir -p /run/netns /etc/netns /run/tnet /run/docker
+  # /run/docker too: the daemon serves Docker's plugin socket there, and the host's dockerd must not see ours
   exec unshare --net --mount -- env TNET_DEMO_ISOLATED=1 sh -c \
     'mount --make-rprivate / && mount -t tmpfs demo /run/netns && mount -t tmpfs demo /etc/netns &&
-     mount -t tmpfs demo /run/tnet && ip link set lo up && exec bash "$0"' "$0"
+     mount -t tmpfs demo /run/tnet && mount -t tmpfs demo /run/docker && ip link set lo up && exec bash "$0"' "$0"
 fi
 state=$(mktemp -d /tmp/tnet-demo.XXXXXX)
 export TNET_STATE_DIR=$state TNET_SOCKET=/run/tnet/demo.sock
