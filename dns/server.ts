@@ -29,7 +29,7 @@ import {
  *
  * Scopes. Every query arrives through a listener, and every listener has a scope that decides which
  * names it may see:
- *   - `{ sandboxId }`: a listener inside one sandbox (127.0.0.11:53 in its namespace; the controller
+ *   - `{ sandboxId }`: a listener inside one sandbox (127.0.0.11:53 in its namespace; service.ts
  *     creates the sockets there and hands them over by fd). Everything arriving on it comes from that
  *     sandbox, so it answers the names of every network the sandbox is on (setSandboxNetworks).
  *   - `{ networkId }`: a listener on a network's gateway address in the host namespace (what Docker
