@@ -158,22 +158,22 @@ export class BridgeDriver implements Driver {
         : { name: target.ifname, ns: target.ns, mac: ep.mac, mtu: c.mtu };
     const veth = (master: number) =>
       linkAdd(h, { kind: 'veth', name: ep.hostIfname, master, mtu: c.mtu, up: true, alias: this.tag('endpoint', ep.id), peer });
-    await t.step(
+    const created = await t.step(
       `veth ${ep.hostIfname}`,
       async () => {
         try {
-          await veth(await this.bridgeIndex(c.bridge));
+          return await veth(await this.bridgeIndex(c.bridge));
         } catch (e) {
           // A cached index of a bridge that was deleted and made again behind our back.
           if (!isErrno(e, 'ENODEV')) throw e;
-          await veth(await this.bridgeIndex(c.bridge, true));
+          return await veth(await this.bridgeIndex(c.bridge, true));
         }
       },
       () => linkDelIfExists(h, ep.hostIfname),
     );
     if (target.kind === 'external') return { srcName: peer.name, gateway4, gateway6, staticRoutes };
     await withRtnl(target.ns, async (s) => {
-      const link = await linkGet(s, target.ifname);
+      const link = { index: created.peerIndex ?? (await linkGet(s, target.ifname)).index, name: target.ifname };
       // One round trip for all of it: the default routes are onlink, so they need not wait for the address.
       const work: Promise<void>[] = [linkSetUp(s, target.ifname)];
       if (ep.ipv4 && net.ipv4) work.push(addrAdd(s, link.index, link.name, cidr(`${ep.ipv4}/${net.ipv4.subnet.prefix}`)));

@@ -139,8 +139,20 @@ function describe(spec: LinkSpec): string {
   return `${spec.kind} "${spec.name}"`;
 }
 
-/** Creates a link (RTM_NEWLINK, create-exclusive), set up in the same message where possible. */
-export async function linkAdd(h: Rtnl, spec: LinkSpec): Promise<void> {
+/** What the kernel made: the link's index and, for a veth, its peer's index in the peer's namespace. */
+export interface CreatedLink {
+  readonly index: number | undefined;
+  readonly peerIndex: number | undefined;
+}
+
+const NLM_F_ECHO = 8;
+
+/**
+ * Creates a link (RTM_NEWLINK, create-exclusive), set up in the same message where possible.
+ * The request asks for an echo of the new link (kernels since 6.2 send it), so callers learn the
+ * indexes without a lookup; undefined where the kernel did not echo.
+ */
+export async function linkAdd(h: Rtnl, spec: LinkSpec): Promise<CreatedLink> {
   const problem = ifnameProblem(spec.name);
   if (problem) throw new KernelError('link add', describe(spec), `name ${problem}`);
   if (spec.kind === 'veth') {
@@ -154,11 +166,23 @@ export async function linkAdd(h: Rtnl, spec: LinkSpec): Promise<void> {
     if (spec.mac) attrs.address = macBytes(spec.mac);
     if (spec.master) attrs.master = spec.master;
     const flags = spec.up ? { up: true as const } : {};
-    await h.call('link add', describe(spec), () =>
-      h.sock.newLink({ flags, change: flags }, attrs, { flags: FlagsNew.CREATE | FlagsNew.EXCL }),
+    const created = h.call('link add', describe(spec), () =>
+      h.sock.newLink({ flags, change: flags }, attrs, { flags: FlagsNew.CREATE | FlagsNew.EXCL | NLM_F_ECHO }),
     );
-    // RTM_NEWLINK ignores IFLA_IFALIAS on a new device: the tag takes a second message.
-    if (spec.alias) await linkSetAlias(h, spec.name, spec.alias);
+    // RTM_NEWLINK ignores IFLA_IFALIAS on a new device: the tag takes a second message. It is sent
+    // right behind the first (the kernel handles one socket's requests in order), saving a round trip.
+    const tagged = spec.alias ? linkSetAlias(h, spec.name, spec.alias) : undefined;
+    tagged?.catch(() => undefined); // if the link was not made, that error is the one to report
+    const [echo] = await created;
+    try {
+      await tagged;
+    } catch (e) {
+      // An untagged link would be nobody's: take it back rather than leave it.
+      await linkDelIfExists(h, spec.name).catch(() => undefined);
+      throw e;
+    }
+    const peer = spec.kind === 'veth' ? echo?.attrs.link : undefined;
+    return { index: echo?.data.index, peerIndex: typeof peer === 'number' ? peer : Buffer.isBuffer(peer) ? peer.readUInt32LE(0) : undefined };
   } finally {
     for (const fd of fds) closeSync(fd);
   }
