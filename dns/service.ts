@@ -50,6 +50,12 @@ export interface DnsServiceOptions {
   logger?: Logger;
   /** Which networks get a listener on their gateway address: Docker ones (default), all, or none. */
   gateways?: 'docker' | 'all' | 'none';
+  /**
+   * Listen in lab sandboxes and write their resolv.conf (default true). false: for a process that
+   * serves only Docker (the standalone plugin) next to a `tnet daemon` that serves the labs; two
+   * processes cannot both hold 127.0.0.11:53 in one sandbox.
+   */
+  sandboxes?: boolean;
   /** The rest of the server's knobs (timeouts, TTLs, limits). */
   server?: Omit<DnsServerOptions, 'upstreams' | 'resolvConf' | 'logger'>;
 }
@@ -208,7 +214,7 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
 
   /** A lab sandbox's listener on 127.0.0.11:53 inside its namespace (a no-op when it has one). */
   const sandboxUp = (sb: Sandbox) => {
-    if (sb.kind !== 'lab' || closed) return;
+    if (sb.kind !== 'lab' || closed || opts.sandboxes === false) return;
     const old = sandboxes.get(sb.id);
     if (old && !old.closed && (old.handle || (old.starting && !old.status.error))) return;
     // named as `ip netns` knows it (errors then say "netns tn-a"), unless it lives elsewhere

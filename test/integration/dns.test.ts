@@ -437,3 +437,18 @@ t.test('gateway listeners (gateways: all): clients on the network get answers, o
   t.notMatch(sh("ss -Hlnu 'sport = :53'").out, /10\.72\.0\.1/, 'closed with the network');
   await finish(t, o);
 });
+
+t.test('sandboxes: false (a Docker-only process next to the daemon) leaves lab sandboxes alone', async (t) => {
+  const o = await open(t, stateDir(t), { upstreams: [], sandboxes: false });
+  const { c, dns } = o;
+  await c.createNetwork({ name: 'n', subnet: '10.73.0.0/24' });
+  await c.createSandbox({ name: 'a' });
+  await c.connect('n', 'a');
+  t.equal(port53('a'), '', 'no listener in the sandbox');
+  t.notOk(existsSync('/etc/netns/tn-a/resolv.conf'), 'no resolv.conf written');
+  t.same(dns.status().sandboxes, {});
+  // the records are still there (a gateway listener of the network would answer them)
+  const r = await dns.server.query(Buffer.from('0000010000010000000000000161016e0000010001', 'hex'), { networkId: c.network('n').id }, { clientAddress: '10.73.0.200' });
+  t.equal(r?.readUInt16BE(6), 1, 'a.n is known');
+  await finish(t, o);
+});
