@@ -19,7 +19,8 @@ export interface DaemonOptions {
  *     from a plain node:http server, before fastify, pino or the kernel modules have loaded;
  *  2. the Docker plugin sockets answer Activate (dockerd gives up on a plugin after ~15 s);
  *  3. fastify takes both over, the controller opens the state and reconciles; requests that need
- *     the controller wait for it.
+ *     the controller wait for it;
+ *  4. the DNS service starts listening in every lab sandbox and on Docker networks' gateways.
  */
 export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const t0 = performance.now();
@@ -59,12 +60,19 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     await shutdown();
     process.exit(1);
   }
+  const c = controller;
+  // DNS: 127.0.0.11 in every lab sandbox, the gateway of each Docker network (dns/service.ts says why)
+  const { startDnsService } = await import('../dns/service.js');
+  const dns = await startDnsService(c).catch((e: unknown) => {
+    log.error({ err: e }, 'DNS is not served by this daemon');
+    return undefined;
+  });
   writeFileSync(pidFile, `${process.pid}\n`);
   log.info({ ms: Math.round(performance.now() - t0), plugin: plugin?.sockets }, 'ready');
-  const c = controller;
   const stop = async (signal: string) => {
     log.info({ signal }, 'stopping');
     await shutdown();
+    await dns?.close();
     c.close();
     rmSync(pidFile, { force: true });
     process.exit(0);

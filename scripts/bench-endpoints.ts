@@ -17,7 +17,8 @@
  *     else): ../shared/peers/setup.sh, then endpoint-setup.sh cni-bridge N and ip-batch N.
  *  2. tnet, re-executed inside `unshare --net --mount` with private tmpfs on /run/netns, /etc/netns
  *     and /run/tnet (as test/integration/harness.ts isolates tests), so the host's network is never
- *     touched; state lives in temp dirs. Two variants on the same machine and N:
+ *     touched; state lives in temp dirs. The DNS service runs as in the daemon (127.0.0.11 listeners
+ *     and resolv.conf in every sandbox). Two variants on the same machine and N:
  *       sequential  one createSandbox / connect / deleteSandbox after the other (what the peers do:
  *                   one operation per endpoint; what `tnet connect` in a loop does through the daemon)
  *       concurrent  the same calls in Promise.all batches (what the daemon does with many clients,
@@ -46,6 +47,7 @@ import type { Controller as ControllerT } from '../libnetwork/controller.js';
 
 type ControllerModule = typeof import('../libnetwork/controller.js');
 type KernelModule = typeof import('../libnetwork/kernel/index.js');
+type DnsModule = typeof import('../dns/service.js');
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PEERS = resolve(ROOT, '../shared/peers');
@@ -265,6 +267,7 @@ async function hostMain(): Promise<void> {
 
 let core: ControllerModule;
 let kernel: KernelModule;
+let dnsService: DnsModule;
 
 async function loadCore(): Promise<void> {
   // Through a variable so the compiled code is loaded as is (no loader on the hot path), while
@@ -272,6 +275,7 @@ async function loadCore(): Promise<void> {
   const dist = join(ROOT, 'dist/libnetwork');
   core = (await import(join(dist, 'controller.js'))) as ControllerModule;
   kernel = (await import(join(dist, 'kernel/index.js'))) as KernelModule;
+  dnsService = (await import(join(ROOT, 'dist/dns/service.js'))) as DnsModule;
 }
 
 /** The kernel frees deleted namespaces (and their veths) asynchronously: wait until it has. */
@@ -343,6 +347,8 @@ function leftovers(): string[] {
 async function variant(name: string, batch: number): Promise<Result> {
   const stateDir = mkdtempSync(join(tmpdir(), 'tnet-bench-'));
   const c = await core.Controller.open({ stateDir });
+  // As the daemon runs it: every sandbox gets its 127.0.0.11 listeners and resolv.conf as it joins.
+  const dns = await dnsService.startDnsService(c, { upstreams: ['127.0.0.1:9'] });
   let verified = false;
   try {
     await c.createNetwork({ name: NET, subnet: SUBNET });
@@ -393,6 +399,7 @@ async function variant(name: string, batch: number): Promise<Result> {
       cpu_stall_pct: setupStall, // during sandbox creation + setup
     };
   } finally {
+    await dns.close();
     c.close();
     rmSync(stateDir, { recursive: true, force: true });
   }

@@ -27,10 +27,17 @@ try {
   await plugin.close();
   process.exit(1);
 }
+const { startDnsService } = await import('../../dns/service.js');
+// Docker networks only: a tnet daemon next to this process serves the lab sandboxes' 127.0.0.11
+const dns = await startDnsService(c, { sandboxes: false }).catch((e: unknown) => {
+  log.error({ err: e }, 'DNS is not served by this plugin');
+  return undefined;
+});
 log.info({ ms: Math.round(performance.now() - t0), sockets: plugin.sockets }, 'plugin ready');
 const stop = async (signal: string) => {
   log.info({ signal }, 'stopping');
   await plugin.close();
+  await dns?.close();
   c.close();
   process.exit(0);
 };
