@@ -1,5 +1,6 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { DnsService } from '../dns/service.js';
 import type { Controller } from '../libnetwork/controller.js';
 import { EarlySocket, SocketInUse } from '../libnetwork/early-socket.js';
 
@@ -18,9 +19,9 @@ export interface DaemonOptions {
  *  1. the control socket answers /ping (the CLI's "is it up?") within milliseconds of the start,
  *     from a plain node:http server, before fastify, pino or the kernel modules have loaded;
  *  2. the Docker plugin sockets answer Activate (dockerd gives up on a plugin after ~15 s);
- *  3. fastify takes both over, the controller opens the state and reconciles; requests that need
- *     the controller wait for it;
- *  4. the DNS service starts listening in every lab sandbox and on Docker networks' gateways.
+ *  3. fastify takes both over, the controller opens the state and reconciles, the DNS service
+ *     starts (127.0.0.11 in every lab sandbox, Docker networks' gateways); requests that need the
+ *     controller wait for all of it.
  */
 export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const t0 = performance.now();
@@ -52,8 +53,21 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     await app.close();
     await control.close();
   };
+  let dns: DnsService | undefined;
   try {
-    openController(import('../libnetwork/controller.js').then(({ Controller }) => Controller.open({ stateDir: opts.stateDir })));
+    openController(
+      (async () => {
+        const { Controller } = await import('../libnetwork/controller.js');
+        const c = await Controller.open({ stateDir: opts.stateDir });
+        // Before any request sees the controller, so the DNS service misses no sandbox or network.
+        const { startDnsService } = await import('../dns/service.js');
+        dns = await startDnsService(c).catch((e: unknown) => {
+          log.error({ err: e }, 'DNS is not served by this daemon');
+          return undefined;
+        });
+        return c;
+      })(),
+    );
     controller = await ready;
   } catch (e) {
     log.fatal({ err: e }, 'could not open the state and reconcile');
@@ -61,12 +75,6 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     process.exit(1);
   }
   const c = controller;
-  // DNS: 127.0.0.11 in every lab sandbox, the gateway of each Docker network (dns/service.ts says why)
-  const { startDnsService } = await import('../dns/service.js');
-  const dns = await startDnsService(c).catch((e: unknown) => {
-    log.error({ err: e }, 'DNS is not served by this daemon');
-    return undefined;
-  });
   writeFileSync(pidFile, `${process.pid}\n`);
   log.info({ ms: Math.round(performance.now() - t0), plugin: plugin?.sockets }, 'ready');
   const stop = async (signal: string) => {

@@ -4,6 +4,7 @@
  * SIGTERM/SIGINT. `tnet daemon` serves the same sockets next to its control API; this entry is for
  * hosts that want only the plugin, and for the e2e tests' kill -9 cases.
  */
+import type { DnsService } from '../../dns/service.js';
 import type { Controller } from '../controller.js';
 import { startPlugin } from './index.js';
 
@@ -17,8 +18,22 @@ const t0 = performance.now();
 let openController!: (c: Promise<Controller>) => void;
 const ready = new Promise<Controller>((res) => (openController = res));
 const plugin = await startPlugin(ready, { dir: arg('plugin-dir'), name: arg('name') });
-openController(import('../controller.js').then(({ Controller }) => Controller.open({ stateDir: arg('state-dir') })));
 const { log } = await import('../log.js');
+let dns: DnsService | undefined;
+openController(
+  (async () => {
+    const { Controller } = await import('../controller.js');
+    const opened = await Controller.open({ stateDir: arg('state-dir') });
+    // Before any Docker call sees the controller, so the DNS service misses no network. Docker
+    // networks only: a tnet daemon next to this process serves the lab sandboxes' 127.0.0.11.
+    const { startDnsService } = await import('../../dns/service.js');
+    dns = await startDnsService(opened, { sandboxes: false }).catch((e: unknown) => {
+      log.error({ err: e }, 'DNS is not served by this plugin');
+      return undefined;
+    });
+    return opened;
+  })(),
+);
 let c: Controller;
 try {
   c = await ready;
@@ -27,12 +42,6 @@ try {
   await plugin.close();
   process.exit(1);
 }
-const { startDnsService } = await import('../../dns/service.js');
-// Docker networks only: a tnet daemon next to this process serves the lab sandboxes' 127.0.0.11
-const dns = await startDnsService(c, { sandboxes: false }).catch((e: unknown) => {
-  log.error({ err: e }, 'DNS is not served by this plugin');
-  return undefined;
-});
 log.info({ ms: Math.round(performance.now() - t0), sockets: plugin.sockets }, 'plugin ready');
 const stop = async (signal: string) => {
   log.info({ signal }, 'stopping');

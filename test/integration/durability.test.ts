@@ -1,7 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
-import { assertClean, isolate, leftovers, ping, sh, stateDir, until } from './harness.js';
+import { assertClean, inSandbox, isolate, leftovers, ping, sh, stateDir, until } from './harness.js';
 
 await isolate();
 const { Client } = await import('../../cli/client.js');
@@ -67,6 +69,19 @@ t.test('kill -9 in the middle of creating 50 endpoints loses nothing committed a
   await assertClean(t);
 });
 
+/** The daemon's Docker plugin socket answers Plugin.Activate (and is root-only). */
+function activate(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: path, method: 'POST', path: '/Plugin.Activate' }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c));
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.end('{}');
+  });
+}
+
 t.test('the daemon answers its control socket quickly and keeps state across a graceful restart', async (t) => {
   const dir = stateDir(t);
   const socket = join(dir, 'tnet.sock');
@@ -82,6 +97,11 @@ t.test('the daemon answers its control socket quickly and keeps state across a g
   await client.call('POST', '/sandboxes', { name: 'k2' });
   await client.call('POST', '/connect', { network: 'keep', sandbox: 'k1', ip: '10.61.0.50' });
   const e2 = await client.call<Ep>('POST', '/connect', { network: 'keep', sandbox: 'k2' });
+  // The daemon also serves Docker's plugin socket and the sandboxes' DNS.
+  const plugin = '/run/docker/plugins/tnet.sock';
+  t.match(JSON.parse(await activate(plugin)), { Implements: ['NetworkDriver', 'IpamDriver'] }, 'the Docker plugin socket answers Activate');
+  t.equal(statSync(plugin).mode & 0o777, 0o660, 'the plugin socket is root only (0660, group root)');
+  t.equal(inSandbox('k1', 'getent hosts k2').out.split(/\s+/)[0], e2.ipv4, 'k1 resolves k2 through the daemon\'s DNS (127.0.0.11)');
   daemon.kill('SIGTERM');
   await until(() => daemon.exitCode !== null);
   t.ok(ping('k1', e2.ipv4!), 'traffic keeps flowing while the daemon is down');
@@ -90,6 +110,8 @@ t.test('the daemon answers its control socket quickly and keeps state across a g
   const sb = await client.call<Sb>('GET', '/sandboxes/k1');
   t.equal(sb.endpoints[0]?.ipv4, '10.61.0.50', 'static address kept across the restart');
   t.ok(ping('k1', e2.ipv4!), 'and still reachable after it');
+  t.equal(inSandbox('k1', 'getent hosts k2').out.split(/\s+/)[0], e2.ipv4, 'and k2 still resolves by name after the restart');
+  t.equal(inSandbox('k2', 'getent hosts K1.keep').out.split(/\s+/)[0], '10.61.0.50', 'k1.keep resolves from k2, case-insensitively');
   for (const s of ['k1', 'k2']) await client.call('DELETE', `/sandboxes/${s}`);
   await client.call('DELETE', '/networks/keep');
   daemon.kill('SIGTERM');
