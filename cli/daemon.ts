@@ -12,6 +12,8 @@ export interface DaemonOptions {
   readonly pluginDir?: string;
   /** Serve Docker's remote plugin protocol too (default true). */
   readonly dockerPlugin?: boolean;
+  /** Where the DNS service forwards names it does not know (default: the host's resolv.conf). */
+  readonly dnsUpstreams?: readonly string[];
 }
 
 /**
@@ -61,7 +63,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         const c = await Controller.open({ stateDir: opts.stateDir });
         // Before any request sees the controller, so the DNS service misses no sandbox or network.
         const { startDnsService } = await import('../dns/service.js');
-        dns = await startDnsService(c).catch((e: unknown) => {
+        dns = await startDnsService(c, { upstreams: opts.dnsUpstreams?.length ? [...opts.dnsUpstreams] : undefined }).catch((e: unknown) => {
           log.error({ err: e }, 'DNS is not served by this daemon');
           return undefined;
         });

@@ -35,7 +35,7 @@ Commands:
 ${GLOBAL}
 
 Exit codes: 0 ok, 1 error, 2 bad input, 3 not found, 4 conflict or in use, 5 unsupported here, 69 daemon unavailable.`,
-  daemon: `Usage: tnet daemon [--state-dir DIR] [--socket PATH] [--plugin-dir DIR] [--no-docker-plugin]
+  daemon: `Usage: tnet daemon [--state-dir DIR] [--socket PATH] [--plugin-dir DIR] [--no-docker-plugin] [--dns-upstream ADDR]...
 
 Runs the daemon: the control socket, Docker's plugin sockets (PLUGIN_DIR/tnet.sock: the NetworkDriver
 "-d tnet" and the IpamDriver "--ipam-driver tnet"), then reconciles the kernel with the saved state.
@@ -43,6 +43,9 @@ Runs the daemon: the control socket, Docker's plugin sockets (PLUGIN_DIR/tnet.so
 Options:
   --plugin-dir DIR      where dockerd looks for plugins (default $TNET_PLUGIN_DIR or /run/docker/plugins)
   --no-docker-plugin    serve the control API only (also TNET_DOCKER_PLUGIN=0)
+  --dns-upstream ADDR   where DNS forwards names tnet does not know: IP, IP:PORT or [IPv6]:PORT
+                        (repeatable, tried in order; default $TNET_DNS_UPSTREAMS, comma-separated,
+                        or the nameservers of the host's /etc/resolv.conf)
 
 ${GLOBAL}`,
   network: `Usage: tnet network create|ls|inspect|rm ...   (tnet network COMMAND --help for each)`,
@@ -127,7 +130,7 @@ async function main(argv: string[]): Promise<number> {
       'ip-range6': { type: 'string' }, internal: { type: 'boolean' }, opt: { type: 'string', short: 'o', multiple: true },
       label: { type: 'string', multiple: true }, ip: { type: 'string' }, ip6: { type: 'string' }, mac: { type: 'string' },
       alias: { type: 'string', multiple: true }, publish: { type: 'string', short: 'p', multiple: true },
-      'plugin-dir': { type: 'string' }, 'no-docker-plugin': { type: 'boolean' },
+      'plugin-dir': { type: 'string' }, 'no-docker-plugin': { type: 'boolean' }, 'dns-upstream': { type: 'string', multiple: true },
     },
   });
   const [cmd = '', sub = ''] = pos;
@@ -143,7 +146,18 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === 'daemon') {
     const { runDaemon } = await import('./daemon.js');
     const dockerPlugin = !o['no-docker-plugin'] && process.env.TNET_DOCKER_PLUGIN !== '0';
-    await runDaemon({ stateDir, socket, dockerPlugin, pluginDir: o['plugin-dir'] ?? process.env.TNET_PLUGIN_DIR });
+    const dnsUpstreams = o['dns-upstream'] ?? process.env.TNET_DNS_UPSTREAMS?.split(',').filter(Boolean);
+    if (dnsUpstreams?.length) {
+      const { parseUpstream } = await import('../dns/forwarder.js');
+      for (const u of dnsUpstreams) {
+        try {
+          parseUpstream(u);
+        } catch (e) {
+          throw new Usage(`--dns-upstream: ${(e as Error).message}`);
+        }
+      }
+    }
+    await runDaemon({ stateDir, socket, dockerPlugin, pluginDir: o['plugin-dir'] ?? process.env.TNET_PLUGIN_DIR, dnsUpstreams });
     return -1; // keeps running
   }
   if (!(topic in HELP) || (['network', 'sandbox'].includes(cmd) && !sub)) throw new Usage(`unknown command "${topic}"; see tnet --help`);

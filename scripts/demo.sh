@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job, end to end: a bridge network, two sandboxes that ping each other by address,
-# and reach an "outside" namespace through NAT. Runs inside a private network + mount namespace
-# so it never touches this machine's own network (pass --host to run on the real host).
+# The main job, end to end: a bridge network and two sandboxes that ping each other by address and
+# by name (tnet's DNS). Runs inside a private network + mount namespace so it never touches this
+# machine's own network (pass --host to run on the real host).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ${1:-} != --host && ${TNET_DEMO_ISOLATED:-} != 1 ]]; then
@@ -31,5 +31,7 @@ tnet network ls
 tnet sandbox ls
 tnet exec a -- ping -c 2 -W 1 10.123.0.3
 tnet exec b -- ping -c 2 -W 1 10.123.0.2
+tnet exec a -- ping -c 2 -W 1 web          # by name: b's alias, through tnet's DNS on 127.0.0.11
+tnet exec b -- ping -c 2 -W 1 a.demo       # NAME.NETWORK
 set +x
-echo "demo: ok — two sandboxes on bridge network 'demo' reach each other"
+echo "demo: ok — two sandboxes on bridge network 'demo' reach each other by address and by name"
