@@ -1,4 +1,5 @@
 import koffi from 'koffi';
+import { constants } from 'node:os';
 
 /**
  * The few libc calls Node does not expose: namespaces and mounts. Loaded once, lazily, so
@@ -40,10 +41,8 @@ export function lastErrno(): string {
   return errnoName(n);
 }
 
-const names: Record<number, string> = {
-  1: 'EPERM', 2: 'ENOENT', 9: 'EBADF', 12: 'ENOMEM', 13: 'EACCES', 16: 'EBUSY', 17: 'EEXIST',
-  19: 'ENODEV', 20: 'ENOTDIR', 22: 'EINVAL', 28: 'ENOSPC', 95: 'EOPNOTSUPP',
-};
+/** errno number -> name, from Node's own table (os.constants.errno), so no errno goes unnamed. */
+const names = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
 export function errnoName(n: number): string {
-  return names[n] ?? `errno ${n}`;
+  return names.get(n) ?? `errno ${n}`;
 }

@@ -1,7 +1,7 @@
 import koffi from 'koffi';
 import { KernelError } from './error.js';
 import { AF_INET, AF_INET6, familyOf, ipBytes } from './inet.js';
-import { errnoName } from './libc.js';
+import { lastErrno } from './libc.js';
 import { inNetns, type Netns } from './netns.js';
 
 /**
@@ -48,15 +48,6 @@ function load(): SocketLibc {
   return libc;
 }
 
-/** Socket errnos libc.ts's table does not name. */
-const SOCKET_ERRNOS: Record<number, string> = {
-  13: 'EACCES', 24: 'EMFILE', 97: 'EAFNOSUPPORT', 98: 'EADDRINUSE', 99: 'EADDRNOTAVAIL', 105: 'ENOBUFS',
-};
-function errno(): string {
-  const n = koffi.errno();
-  return SOCKET_ERRNOS[n] ?? errnoName(n);
-}
-
 /**
  * struct sockaddr_in / sockaddr_in6 for an IP literal and port, as bind(2) takes it.
  * Throws KernelError (EINVAL) if `address` is not an IP literal.
@@ -86,7 +77,7 @@ function open(l: SocketLibc, proto: SocketProto, address: string, port: number, 
   const v6 = sa.length === 28;
   const what = where(proto, address, port, ns);
   const fd = l.socket(v6 ? AF_INET6 : AF_INET, (proto === 'udp' ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw new KernelError('socket', what, errno());
+  if (fd < 0) throw new KernelError('socket', what, lastErrno());
   try {
     const one = Buffer.alloc(4);
     one.writeInt32LE(1);
@@ -94,8 +85,8 @@ function open(l: SocketLibc, proto: SocketProto, address: string, port: number, 
     // listening socket still refuses a second bind (EADDRINUSE), so nothing is shared. Never on UDP:
     // there it would let two sockets share the port and split the traffic silently.
     if (proto === 'tcp' && l.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4) !== 0)
-      throw new KernelError('setsockopt SO_REUSEADDR', what, errno());
-    if (l.bind(fd, sa, sa.length) !== 0) throw new KernelError('bind', what, errno());
+      throw new KernelError('setsockopt SO_REUSEADDR', what, lastErrno());
+    if (l.bind(fd, sa, sa.length) !== 0) throw new KernelError('bind', what, lastErrno());
     return fd;
   } catch (e) {
     l.close(fd);
