@@ -2,7 +2,7 @@
  * bench-dns.ts — tnet's embedded DNS server against dnsmasq and unbound, with dnsperf, in the same run.
  * A benchmark, not a test: it prints numbers and asserts nothing.
  *
- *   sudo npx vite-node scripts/bench-dns.ts [DURATION_S=10] [ROUNDS=1]
+ *   npx vite-node scripts/bench-dns.ts [DURATION_S=10] [ROUNDS=1]          (as root)
  *
  * Needs root (the peer kit installs packages and pins processes). Steps:
  *   1. ../shared/peers/setup.sh (installs dnsmasq, unbound, nsd, dnsperf if missing);
