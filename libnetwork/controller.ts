@@ -125,7 +125,8 @@ export class Controller extends EventEmitter<ControllerEvents> {
       if (!req.ipv6 && (req.subnet6 || req.gateway6 || req.ipRange6))
         throw invalid('an IPv6 subnet, gateway or range needs IPv6 enabled (--ipv6)', `network "${name}"`);
       const avoid = await hostRoutes(this.host.rtnl);
-      const net = this.state.intent(() => {
+      // intents before kernel work, each with its allocations: see State.unsynced
+      const net = this.state.unsynced(() => {
         const pool4 = this.ipam.requestPool({
           subnet: req.subnet, ipRange: req.ipRange, gateway: req.gateway, auxAddresses: req.auxAddresses, avoid, owner: name,
         });
@@ -173,7 +174,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
           `network "${net.name}"`,
         );
       }
-      this.state.intent(() => this.state.setNetworkState(net.id, 'deleting'));
+      this.state.unsynced(() => this.state.setNetworkState(net.id, 'deleting'));
       await this.driver(net.driver).deleteNetwork(net);
       this.state.tx(() => this.forgetNetwork(net));
       this.emit('network', 'down', net);
@@ -202,7 +203,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
       const sb: Sandbox = {
         id: newId(), name, kind: 'lab', state: 'creating', netns: Netns.named(nsName).path, created: new Date().toISOString(),
       };
-      this.state.intent(() => this.state.insertSandbox(sb));
+      this.state.unsynced(() => this.state.insertSandbox(sb));
       try {
         await transaction(async (t) => {
           const ns = await t.step(`netns ${nsName}`, () => netnsAdd(nsName), () => netnsDel(nsName));
@@ -223,7 +224,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
     const found = this.sandbox(ref);
     await this.locks.exclusive(found.id, async () => {
       const sb = this.sandbox(found.id);
-      this.state.intent(() => this.state.setSandboxState(sb.id, 'deleting'));
+      this.state.unsynced(() => this.state.setSandboxState(sb.id, 'deleting'));
       const eps = this.state.endpointsOfSandbox(sb.id);
       for (const ep of eps) {
         const net = this.state.network(ep.networkId)!;
@@ -286,7 +287,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
           throw invalid(`network "${net.name}" is internal: it has no way in from outside, so ports cannot be published`, `network "${net.name}"`);
         const ports = await choosePorts(this.state, requests);
         const id = newId();
-        const ep = this.state.intent(() => {
+        const ep = this.state.unsynced(() => {
           const ipv4 = this.allocate(net, net.ipv4, req.ip, id, 4);
           const ipv6 = this.allocate(net, net.ipv6, req.ip6, id, 6);
           for (const p of ports) checkPortFree(this.state, p);
@@ -329,7 +330,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
         const sb = this.sandbox(sb0.id);
         const ep = this.state.endpointsOfSandbox(sb.id).find((e) => e.networkId === net.id);
         if (!ep) throw notFound(`sandbox "${sb.name}" is not connected to network "${net.name}"`, `sandbox "${sb.name}"`);
-        this.state.intent(() => this.state.setEndpointState(ep.id, 'deleting'));
+        this.state.unsynced(() => this.state.setEndpointState(ep.id, 'deleting'));
         const d = this.driver(net.driver);
         await d.revokeExternalConnectivity(net, ep, ep.ports);
         await d.leave(net, ep, false);

@@ -633,7 +633,7 @@ export class DockerNetworks implements NetworkDriverApi {
         created: new Date().toISOString(),
       };
       try {
-        this.c.state.insertEndpoint(ep);
+        this.c.state.unsynced(() => this.c.state.insertEndpoint(ep)); // dockerd keeps its own record: see State.unsynced
       } catch (e) {
         if (/UNIQUE constraint failed: endpoints.host_ifname/.test(String(e)))
           throw conflict(`endpoint ${short(id)}: another endpoint has the same 12-digit ID prefix`, `endpoint ${short(id)}`);
