@@ -203,15 +203,25 @@ function tcpExchange(up: Upstream, query: Buffer, timeoutMs: number, id: number,
   });
 }
 
-/** "1.2.3.4", "1.2.3.4:5353", "[fd00::1]:53", "fd00::1" -> Upstream. */
+/** "1.2.3.4", "1.2.3.4:5353", "[fd00::1]:53", "fd00::1" -> Upstream; anything else is refused, naming it. */
 export function parseUpstream(s: string | Upstream): Upstream {
   if (typeof s !== 'string') return s;
-  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(s);
-  if (m) return { host: m[1]!, port: m[2] ? Number(m[2]) : 53 };
+  const bad = (why: string) => new Error(`upstream "${s}" ${why} (expected 1.2.3.4, 1.2.3.4:53 or [fd00::1]:53)`);
+  const port = (text: string | undefined): number => {
+    if (text === undefined) return 53;
+    const n = Number(text);
+    if (!/^\d{1,5}$/.test(text) || n < 1 || n > 65535) throw bad(`has no valid port (${text})`);
+    return n;
+  };
+  const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(s);
+  if (bracketed) {
+    if (isIP(bracketed[1]!) !== 6) throw bad('is not an IPv6 address in brackets');
+    return { host: bracketed[1]!, port: port(bracketed[2]) };
+  }
   if (isIP(s)) return { host: s, port: 53 };
   const i = s.lastIndexOf(':');
-  if (i > 0 && isIP(s.slice(0, i)) === 4) return { host: s.slice(0, i), port: Number(s.slice(i + 1)) };
-  throw new Error(`upstream "${s}" is not an address (expected 1.2.3.4, 1.2.3.4:53 or [fd00::1]:53)`);
+  if (i > 0 && isIP(s.slice(0, i)) === 4) return { host: s.slice(0, i), port: port(s.slice(i + 1)) };
+  throw bad('is not an address');
 }
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
@@ -114,6 +114,29 @@ t.test('the daemon answers its control socket quickly and keeps state across a g
   t.equal(inSandbox('k2', 'getent hosts K1.keep').out.split(/\s+/)[0], '10.61.0.50', 'k1.keep resolves from k2, case-insensitively');
   for (const s of ['k1', 'k2']) await client.call('DELETE', `/sandboxes/${s}`);
   await client.call('DELETE', '/networks/keep');
+  daemon.kill('SIGTERM');
+  await until(() => daemon.exitCode !== null);
+  await assertClean(t);
+});
+
+t.test('a second daemon on a live socket, and a bad --dns-upstream, are refused before anything starts', async (t) => {
+  const dir = stateDir(t);
+  const socket = join(dir, 'tnet.sock');
+  const client = new Client(socket);
+  const daemon = startDaemon(dir, socket);
+  t.teardown(() => void daemon.kill('SIGKILL'));
+  t.ok(await until(() => client.ping(), 10_000), 'the first daemon answers');
+
+  const second = spawnSync(process.execPath, [MAIN, 'daemon', '--state-dir', dir, '--socket', socket], { encoding: 'utf8', timeout: 20_000 });
+  t.equal(second.status, 4, 'a second daemon on the same socket exits 4 (conflict)');
+  t.match(second.stderr, /another process is serving .*tnet\.sock/, 'and says which socket is taken');
+  t.ok(await client.ping(), 'the first daemon still answers');
+
+  const bad = spawnSync(process.execPath, [MAIN, 'daemon', '--state-dir', dir, '--socket', join(dir, 'other.sock'), '--dns-upstream', '8.8.8.8:99999'], { encoding: 'utf8', timeout: 20_000 });
+  t.equal(bad.status, 2, 'a bad --dns-upstream exits 2 (bad input)');
+  t.match(bad.stderr, /--dns-upstream: upstream "8\.8\.8\.8:99999" has no valid port/, 'and names the upstream');
+  t.equal(sh(`test -e ${join(dir, 'other.sock')}`).code, 1, 'and nothing was started for it');
+
   daemon.kill('SIGTERM');
   await until(() => daemon.exitCode !== null);
   await assertClean(t);

@@ -84,6 +84,12 @@ describe('dns forwarder helpers', () => {
     expect(parseUpstream('[fd00::1]:54')).toEqual({ host: 'fd00::1', port: 54 });
     expect(parseUpstream('fd00::1')).toEqual({ host: 'fd00::1', port: 53 });
     expect(() => parseUpstream('dns.example')).toThrow(/not an address/);
+    expect(() => parseUpstream('1.2.3.4:99999')).toThrow(/"1\.2\.3\.4:99999" has no valid port \(99999\)/);
+    expect(() => parseUpstream('1.2.3.4:')).toThrow(/no valid port/);
+    expect(() => parseUpstream('1.2.3.4:0')).toThrow(/no valid port/);
+    expect(() => parseUpstream('[fd00::1]:dns')).toThrow(/no valid port \(dns\)/);
+    expect(() => parseUpstream('[1.2.3.4]:53')).toThrow(/not an IPv6 address in brackets/);
+    expect(parseUpstream('[::1]')).toEqual({ host: '::1', port: 53 });
   });
 
   const dir = mkdtempSync(join(tmpdir(), 'tnet-dns-'));
