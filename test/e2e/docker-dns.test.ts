@@ -8,23 +8,16 @@
  *   namespace, the only resolver reachable: the host's is not);
  * - that listener refuses clients outside the network (not an open resolver).
  *
- * tnet runs in this process as `tnet daemon` runs it: a Controller, the plugin sockets and the DNS
- * service on the same controller. So every docker command here is asynchronous: a synchronous one
- * would block the plugin dockerd is waiting for.
+ * tnet runs as users run it: `tnet daemon` (plugin sockets + DNS service), its upstream given with
+ * TNET_DNS_UPSTREAMS (what `--dns-upstream` sets).
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { background, makeOutside, sh, until } from '../integration/harness.js';
-import { type Dockerd, dockerAsync, importBusybox, isolateDocker, startDockerd, tnetLeftovers } from './docker-harness.js';
+import { type Dockerd, dockerAsync, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
 
 await isolateDocker();
-const { Controller } = await import('../../libnetwork/controller.js');
-const { startPlugin } = await import('../../libnetwork/plugin/index.js');
-const { startDnsService } = await import('../../dns/service.js');
 
 const run = promisify(execFile);
 
@@ -57,16 +50,8 @@ async function upstream(tt: Test): Promise<{ ip: string; ns: string }> {
 
 t.test('containers on a tnet network resolve each other by name; --dns <gateway> makes tnet their upstream', async (t) => {
   const up = await upstream(t);
-  const dir = mkdtempSync(join(tmpdir(), 'tnet-e2e-dns-'));
-  const c = await Controller.open({ stateDir: dir });
-  const dns = await startDnsService(c, { upstreams: [up.ip] });
-  const plugin = await startPlugin(c);
-  t.teardown(async () => {
-    await plugin.close();
-    await dns.close();
-    c.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  process.env.TNET_DNS_UPSTREAMS = up.ip; // the daemon inherits it
+  await startTnet(t);
   const d = await startDockerd(t);
   const img = importBusybox(d);
   t.teardown(() => {
@@ -75,9 +60,9 @@ t.test('containers on a tnet network resolve each other by name; --dns <gateway>
   });
 
   const netId = await docker(t, d, 'network', 'create', '-d', 'tnet', '--subnet', '10.93.0.0/24', '--gateway', '10.93.0.1', 'dnet');
-  await dns.settled();
-  t.same(dns.status().gateways[netId], [{ name: c.network(netId).name, address: '10.93.0.1:53', listening: true }], 'tnet listens on the gateway of the Docker network');
-  t.match(sh("ss -Hlnu 'sport = :53'").out, /10\.93\.0\.1:53/);
+  t.ok(netId.length > 0, 'network created');
+  t.ok(await until(() => /10\.93\.0\.1:53/.test(sh("ss -Hlnu 'sport = :53'").out), 5000), 'tnet listens on the gateway of the Docker network (UDP)');
+  t.match(sh("ss -Hlnt 'sport = :53'").out, /10\.93\.0\.1:53/, 'and TCP');
 
   await docker(t, d, 'run', '-d', '--name', 'c1', '--network', 'dnet', '--network-alias', 'api', img, 'sleep', '300');
   await docker(t, d, 'run', '-d', '--name', 'c2', '--network', 'dnet', img, 'sleep', '300');
@@ -93,9 +78,8 @@ t.test('containers on a tnet network resolve each other by name; --dns <gateway>
   t.same(await nslookup(d, 'c3', 'c1'), [ip1], 'with --dns too');
 
   // --dns <gateway>: dockerd forwards what it does not know to tnet, from inside the container
-  const before = dns.server.stats.queries;
+  // only tnet knows that upstream: the host's resolver is unreachable in this namespace
   t.same(await nslookup(d, 'c3', 'ext.example'), ['192.0.2.10'], "an external name through tnet's upstream");
-  t.ok(dns.server.stats.forwarded > 0 && dns.server.stats.queries > before, 'tnet answered it');
   t.same(await nslookup(d, 'c1', 'ext.example'), [], "without --dns the container has only the host's resolver (unreachable here)");
   const ep1 = await docker(t, d, 'inspect', '-f', '{{.NetworkSettings.Networks.dnet.EndpointID}}', 'c1');
   t.same(await nslookup(d, 'c3', ep1.slice(0, 12)), [ip1], "tnet's own name for the endpoint (its 12-digit ID) through the same path");
@@ -113,8 +97,6 @@ t.test('containers on a tnet network resolve each other by name; --dns <gateway>
 
   await docker(t, d, 'rm', '-f', 'c1', 'c3');
   await docker(t, d, 'network', 'rm', 'dnet');
-  await dns.settled();
-  t.same(dns.status().gateways, {}, 'the gateway listener went with the network');
-  t.notMatch(sh("ss -Hlnu 'sport = :53'").out, /10\.93\.0\.1/);
+  t.ok(await until(() => !/10\.93\.0\.1/.test(sh("ss -Hlnu 'sport = :53'").out), 5000), 'the gateway listener went with the network');
   t.same(tnetLeftovers(), { links: [], tables: [], dockerUser: [] }, 'nothing tnet made is left');
 });
