@@ -91,7 +91,7 @@ t.test('containers on a tnet network resolve each other by name; --dns <gateway>
   t.same(await nslookup(d, 'c3', ep2.slice(0, 12)), [], "and so is tnet's record of its endpoint");
 
   // the gateway listener is no open resolver: a machine outside with a route to it is refused
-  t.equal(sh(`ip -n ${up.ns} route add 10.93.0.0/24 via 198.51.100.1`).code, 0);
+  t.equal(sh(`ip -n ${up.ns} route add 10.93.0.0/24 via 198.51.100.1`).code, 0, 'the outside machine gets a route to the network');
   const outside = await run('ip', ['netns', 'exec', up.ns, 'dig', '@10.93.0.1', '+time=2', '+tries=1', 'ext.example']).then((r) => r.stdout, (e: { stdout?: string }) => e.stdout ?? '');
   t.match(outside, /status: REFUSED/, 'REFUSED from outside the network');
 
