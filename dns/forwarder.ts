@@ -1,8 +1,8 @@
 import { randomFillSync } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { isIP, Socket as TcpSocket } from 'node:net';
 import DgramAsPromised from 'dgram-as-promised';
 import type { Logger } from '../libnetwork/log.js';
+import { readResolvConf } from './resolvconf.js';
 import { RCODE_REFUSED, RCODE_SERVFAIL } from './wire.js';
 
 /**
@@ -228,22 +228,6 @@ const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 /** glibc reads at most 3 nameservers (MAXNS); so do we. */
 const MAXNS = 3;
 
-/** The `nameserver` lines of a resolv.conf file (empty if it cannot be read). */
-export function readNameservers(path: string): string[] {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return [];
-  }
-  const out: string[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^\s*nameserver\s+(\S+)/.exec(line);
-    if (m && isIP(m[1]!.split('%')[0]!)) out.push(m[1]!);
-  }
-  return out;
-}
-
 /**
  * The host's upstream resolvers, from its resolv.conf.
  *
@@ -255,9 +239,9 @@ export function readNameservers(path: string): string[] {
  * list (DnsServerOptions.upstreams) is used as given, loopback included.
  */
 export function hostUpstreams(path = '/etc/resolv.conf', systemdPath = '/run/systemd/resolve/resolv.conf'): Upstream[] {
-  let servers = readNameservers(path);
+  let servers = readResolvConf(path).nameservers;
   if (servers.length > 0 && servers.every((s) => LOOPBACK.test(s))) {
-    const real = readNameservers(systemdPath).filter((s) => !LOOPBACK.test(s));
+    const real = readResolvConf(systemdPath).nameservers.filter((s) => !LOOPBACK.test(s));
     if (real.length > 0) servers = real;
   }
   return servers

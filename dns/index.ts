@@ -9,6 +9,7 @@ export type { DnsServerOptions, DnsStats, ListenerHandle, ListenerOptions, Scope
 export type { EndpointSpec, NetworkSpec } from './records.js';
 export { hostUpstreams, parseUpstream, type Upstream } from './forwarder.js';
 export {
-  startDnsService, searchDomains, sandboxResolvConf, SANDBOX_DNS_ADDRESS, DNS_PORT,
+  startDnsService, sandboxResolvConf, SANDBOX_DNS_ADDRESS, DNS_PORT,
   type DnsService, type DnsServiceOptions, type ListenerStatus,
 } from './service.js';
+export { readResolvConf, type ResolvConf } from './resolvconf.js';

@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
 import type { Controller } from '../libnetwork/controller.js';
 import { Netns, isErrno, socketBindPair } from '../libnetwork/kernel/index.js';
 import { log as rootLog, type Logger } from '../libnetwork/log.js';
 import type { Endpoint, Network, Sandbox } from '../libnetwork/model.js';
 import { netnsName } from '../libnetwork/sandbox.js';
 import { normalizeName } from './records.js';
+import { readResolvConf } from './resolvconf.js';
 import { DnsServer, type DnsServerOptions, type ListenerHandle } from './server.js';
 
 /**
@@ -92,22 +92,6 @@ interface Slot {
   closed: boolean;
 }
 
-/** `search`/`domain` of a resolv.conf (the last such line wins, as in glibc). */
-export function searchDomains(resolvConf = '/etc/resolv.conf'): string[] {
-  let text: string;
-  try {
-    text = readFileSync(resolvConf, 'utf8');
-  } catch {
-    return [];
-  }
-  let out: string[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^\s*(search|domain)\s+(.*)$/.exec(line);
-    if (m) out = m[2]!.split(/\s+/).filter((d) => d && d !== '.');
-  }
-  return out;
-}
-
 /** What a lab sandbox's resolv.conf says. */
 export function sandboxResolvConf(search: readonly string[]): string {
   return [
@@ -124,7 +108,7 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
   const log = opts.logger ?? rootLog.child({ module: 'dns' });
   const server = new DnsServer({ ...opts.server, upstreams: opts.upstreams, resolvConf: opts.resolvConf, logger: log });
   const gateways = opts.gateways ?? 'docker';
-  const resolvConf = sandboxResolvConf(searchDomains(opts.resolvConf));
+  const resolvConf = sandboxResolvConf(readResolvConf(opts.resolvConf).search);
   const sandboxes = new Map<string, Slot>();
   const gatewaySlots = new Map<string, Slot[]>();
   /** Sandbox ID -> the networks it has endpoints on (its scope). */

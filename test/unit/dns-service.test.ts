@@ -4,7 +4,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { sandboxResolvConf, searchDomains } from '../../dns/service.js';
+import { readResolvConf } from '../../dns/resolvconf.js';
+import { sandboxResolvConf } from '../../dns/service.js';
 import { KernelError, sockaddr, socketBind, socketBindPair, socketClose } from '../../libnetwork/kernel/index.js';
 
 // The pieces of the DNS service that need no namespace: the resolv.conf it writes, and the libc
@@ -17,10 +18,11 @@ describe('sandbox resolv.conf', () => {
   it("takes the host's search domains (the last search/domain line wins, as in glibc)", () => {
     const f = join(dir, 'resolv.conf');
     writeFileSync(f, '# comment\nnameserver 10.0.0.53\ndomain old.example\nsearch a.example  b.example\noptions edns0\n');
-    expect(searchDomains(f)).toEqual(['a.example', 'b.example']);
+    expect(readResolvConf(f).search).toEqual(['a.example', 'b.example']);
+    expect(readResolvConf(f).nameservers).toEqual(['10.0.0.53']);
     writeFileSync(f, 'search a.example\ndomain only.example\n');
-    expect(searchDomains(f)).toEqual(['only.example']);
-    expect(searchDomains(join(dir, 'missing'))).toEqual([]);
+    expect(readResolvConf(f).search).toEqual(['only.example']);
+    expect(readResolvConf(join(dir, 'missing')).search).toEqual([]);
   });
 
   it('points at 127.0.0.11 with ndots:0 and never names the host resolver', () => {
