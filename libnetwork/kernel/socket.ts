@@ -1,7 +1,7 @@
 import koffi from 'koffi';
 import { KernelError } from './error.js';
 import { AF_INET, AF_INET6, familyOf, ipBytes } from './inet.js';
-import { lastErrno } from './libc.js';
+import { type Libc, lastErrno, loadLibc } from './libc.js';
 import { inNetns, type Netns } from './netns.js';
 
 /**
@@ -24,29 +24,6 @@ const SO_REUSEADDR = 2;
 /** Room for a struct sockaddr_in6 (28 bytes). */
 export const SOCKADDR_SIZE = 32;
 
-interface SocketLibc {
-  socket(domain: number, type: number, protocol: number): number;
-  bind(fd: number, addr: Buffer, len: number): number;
-  setsockopt(fd: number, level: number, name: number, val: Buffer, len: number): number;
-  close(fd: number): number;
-  recvmmsg(fd: number, vec: unknown, vlen: number, flags: number, timeout: null): number;
-  sendmmsg(fd: number, vec: unknown, vlen: number, flags: number): number;
-}
-
-let libc: SocketLibc | undefined;
-function load(): SocketLibc {
-  if (libc) return libc;
-  const lib = koffi.load('libc.so.6');
-  libc = {
-    socket: lib.func('int socket(int domain, int type, int protocol)'),
-    bind: lib.func('int bind(int fd, const void *addr, uint32_t len)'),
-    setsockopt: lib.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)'),
-    close: lib.func('int close(int fd)'),
-    recvmmsg: lib.func('int recvmmsg(int fd, void *vec, unsigned int vlen, int flags, void *timeout)'),
-    sendmmsg: lib.func('int sendmmsg(int fd, void *vec, unsigned int vlen, int flags)'),
-  } as SocketLibc;
-  return libc;
-}
 
 /**
  * struct sockaddr_in / sockaddr_in6 for an IP literal and port, as bind(2) takes it.
@@ -72,7 +49,7 @@ function where(proto: SocketProto, address: string, port: number, ns: Netns | un
   return `${proto} ${a}:${port}${ns ? ` in ${String(ns)}` : ''}`;
 }
 
-function open(l: SocketLibc, proto: SocketProto, address: string, port: number, ns: Netns | undefined): number {
+function open(l: Libc, proto: SocketProto, address: string, port: number, ns: Netns | undefined): number {
   const sa = sockaddr(address, port);
   const v6 = sa.length === 28;
   const what = where(proto, address, port, ns);
@@ -101,7 +78,7 @@ function open(l: SocketLibc, proto: SocketProto, address: string, port: number, 
  * Throws KernelError, e.g. `bind udp 127.0.0.11:53 in netns tn-a: EADDRINUSE`.
  */
 export function socketBind(ns: Netns | undefined, proto: SocketProto, address: string, port: number): number {
-  const l = load();
+  const l = loadLibc();
   return inNetns(ns, () => open(l, proto, address, port, ns));
 }
 
@@ -110,7 +87,7 @@ export function socketBind(ns: Netns | undefined, proto: SocketProto, address: s
  * switch into the namespace. Both or neither: if the second fails the first is closed.
  */
 export function socketBindPair(ns: Netns | undefined, address: string, port: number): { udp: number; tcp: number } {
-  const l = load();
+  const l = loadLibc();
   return inNetns(ns, () => {
     const udp = open(l, 'udp', address, port, ns);
     try {
@@ -124,7 +101,7 @@ export function socketBindPair(ns: Netns | undefined, address: string, port: num
 
 /** Close an fd this module returned that was never handed to Node (Node closes the ones it adopted). */
 export function socketClose(fd: number): void {
-  load().close(fd);
+  loadLibc().close(fd);
 }
 
 // ---------------------------------------------------------------- batched datagram I/O
@@ -153,19 +130,19 @@ export const MSG_TRUNC = 0x20;
 
 /** recvmmsg(2) without a timeout: datagrams received (>= 0), or -1 (EAGAIN when none is queued). */
 export function recvmmsg(fd: number, vec: NativeBlock, vlen: number, flags: number): number {
-  return load().recvmmsg(fd, vec.ptr, vlen, flags, null);
+  return loadLibc().recvmmsg(fd, vec.ptr, vlen, flags, null);
 }
 
 /** sendmmsg(2): messages sent (>= 0), or -1. */
 export function sendmmsg(fd: number, vec: NativeBlock, vlen: number, flags: number): number {
-  return load().sendmmsg(fd, vec.ptr, vlen, flags);
+  return loadLibc().sendmmsg(fd, vec.ptr, vlen, flags);
 }
 
 /** Whether libc sockets and batched I/O work here (Linux on x64/arm64, where the struct layouts above hold). */
 export function socketsAvailable(): boolean {
   if (process.platform !== 'linux' || (process.arch !== 'x64' && process.arch !== 'arm64')) return false;
   try {
-    load();
+    loadLibc();
     return true;
   } catch {
     return false;
