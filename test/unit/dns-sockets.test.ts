@@ -4,20 +4,10 @@ import net from 'node:net';
 import { promisify } from 'node:util';
 import * as dnsPacket from 'dns-packet';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type Msg, decode } from './dns-msg.js';
 import { DnsServer, type ListenerHandle } from '../../dns/index.js';
 import { writeSockaddr } from '../../dns/udp-batch.js';
 
-/** dns-packet's decode result with the fields its typings leave out or optional. */
-interface Msg extends dnsPacket.DecodedPacket {
-  id: number;
-  rcode: string;
-  opcode: string;
-  questions: dnsPacket.Question[];
-  answers: (dnsPacket.Answer & { data?: unknown; ttl?: number })[];
-  authorities: (dnsPacket.Answer & { data?: unknown; ttl?: number })[];
-  additionals: dnsPacket.Answer[];
-}
-const decode = (b: Buffer): Msg => dnsPacket.decode(b) as Msg;
 
 
 // Real sockets on loopback (no root): tnet's server on 127.0.0.x with ephemeral ports, a fake

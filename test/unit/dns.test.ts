@@ -1,18 +1,8 @@
 import * as dnsPacket from 'dns-packet';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { type Msg, decode } from './dns-msg.js';
 import { DnsServer } from '../../dns/index.js';
 
-/** dns-packet's decode result with the fields its typings leave out or optional. */
-interface Msg extends dnsPacket.DecodedPacket {
-  id: number;
-  rcode: string;
-  opcode: string;
-  questions: dnsPacket.Question[];
-  answers: (dnsPacket.Answer & { data?: unknown; ttl?: number })[];
-  authorities: (dnsPacket.Answer & { data?: unknown; ttl?: number })[];
-  additionals: dnsPacket.Answer[];
-}
-const decode = (b: Buffer): Msg => dnsPacket.decode(b) as Msg;
 
 
 // Answer logic through DnsServer.query(): the same path as the sockets (parse, scope, cache,

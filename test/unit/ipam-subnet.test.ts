@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { TnetError } from '../../libnetwork/errors.js';
 import { IpAddr } from '../../libnetwork/ipam/address.js';
 import {
   DEFAULT_V4_POOLS,
@@ -8,18 +7,8 @@ import {
   ulaPrefix,
 } from '../../libnetwork/ipam/defaults.js';
 import { Subnet } from '../../libnetwork/ipam/subnet.js';
+import { refuse } from './refuse.js';
 
-/** Runs `f`, expects a TnetError with `code`, and returns it for message checks. */
-function refuse(f: () => unknown, code = 'invalid-argument'): TnetError {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(TnetError);
-    expect((e as TnetError).code).toBe(code);
-    return e as TnetError;
-  }
-  throw new Error('expected a TnetError, got none');
-}
 
 describe('IpAddr', () => {
   it('parses and formats IPv4', () => {

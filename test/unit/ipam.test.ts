@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TnetError } from '../../libnetwork/errors.js';
 import { Ipam, migrations } from '../../libnetwork/ipam/ipam.js';
 import { Subnet } from '../../libnetwork/ipam/subnet.js';
+import { refuse } from './refuse.js';
 import { type Db, openDb } from '../../libnetwork/store/db.js';
 
 let dir: string;
@@ -22,17 +23,6 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Runs `f`, expects a TnetError with `code`, and returns it for message checks. */
-function refuse(f: () => unknown, code: string): TnetError {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(TnetError);
-    expect((e as TnetError).code).toBe(code);
-    return e as TnetError;
-  }
-  throw new Error('expected a TnetError, got none');
-}
 
 /** Everything observable about the IPAM state, to prove a refused request changed nothing. */
 function snapshot(): string {
