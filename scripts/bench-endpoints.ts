@@ -15,9 +15,9 @@
  * What it does:
  *  1. The peers, from the host namespace (they build their own pk-* namespaces and touch nothing
  *     else): ../shared/peers/setup.sh, then endpoint-setup.sh cni-bridge N and ip-batch N.
- *  2. tnet, re-executed inside `unshare --net --mount` with private tmpfs on /run/netns, /etc/netns
- *     and /run/tnet (as test/integration/harness.ts isolates tests), so the host's network is never
- *     touched; state lives in temp dirs. The DNS service runs as in the daemon (127.0.0.11 listeners
+ *  2. tnet, re-executed in its own network + mount namespace as the tests are
+ *     (test/private-namespace.ts: private /run/netns, /etc/netns, /run/tnet, /run/docker), so the
+ *     host is never touched; state lives in temp dirs. The DNS service runs as in the daemon (127.0.0.11 listeners
  *     and resolv.conf in every sandbox). Two variants on the same machine and N:
  *       sequential  one createSandbox / connect / deleteSandbox after the other (what the peers do:
  *                   one operation per endpoint; what `tnet connect` in a loop does through the daemon)
@@ -37,13 +37,14 @@
  * CPU (/proc/pressure/cpu): this machine is shared, and a high value means the number is inflated.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Controller as ControllerT } from '../libnetwork/controller.js';
+import { rerunInPrivateNamespace } from '../test/private-namespace.js';
 
 type ControllerModule = typeof import('../libnetwork/controller.js');
 type KernelModule = typeof import('../libnetwork/kernel/index.js');
@@ -172,22 +173,9 @@ async function runPeer(tool: string): Promise<Result> {
 
 /** Re-runs this file inside its own network + mount namespace and returns its JSON lines. */
 function runIsolated(): object[] {
-  for (const d of ['/run/netns', '/etc/netns', '/run/tnet']) mkdirSync(d, { recursive: true });
-  const setup = [
-    'mount --make-rprivate /', // nothing we mount below propagates back to the host
-    'mount -t tmpfs tnet-bench-netns /run/netns',
-    'mount -t tmpfs tnet-bench-etc /etc/netns',
-    'mount -t tmpfs tnet-bench-run /run/tnet',
-    'ip link set lo up',
-    'exec "$@"',
-  ].join(' && ');
-  const r = spawnSync(
-    'unshare',
-    ['--net', '--mount', '--', 'sh', '-c', setup, 'sh', process.execPath, ...process.execArgv, process.argv[1]!, ...process.argv.slice(2)],
-    { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', env: { ...process.env, TNET_BENCH_ISOLATED: '1' }, maxBuffer: 16 << 20 },
-  );
+  const r = rerunInPrivateNamespace('TNET_BENCH_ISOLATED', { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 16 << 20 });
   if (r.error) fail(`cannot isolate the benchmark (unshare): ${r.error.message}`);
-  const lines = r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as object);
+  const lines = String(r.stdout).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as object);
   if (r.status !== 0) {
     for (const l of lines) emit(l);
     fail(`the isolated tnet run exited ${r.status ?? r.signal}`);

@@ -1,14 +1,15 @@
 /**
  * Every privileged test file starts with `await isolate()`: the file re-runs itself inside its
- * own network + mount namespace (unshare), with private tmpfs mounts on /run/netns, /etc/netns
- * and /run/tnet, so the host's network is never touched and parallel files cannot collide.
+ * own network + mount namespace (test/private-namespace.ts), so the host's network is never
+ * touched and parallel files cannot collide.
  * Not root, or no unshare: the file skips with that reason printed.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
+import { rerunInPrivateNamespace } from '../private-namespace.js';
 
 export async function isolate(): Promise<void> {
   if (process.env.TNET_ISOLATED === '1') return;
@@ -16,21 +17,7 @@ export async function isolate(): Promise<void> {
     t.plan(0, 'privileged test: needs root (run scripts/test.sh as root)');
     process.exit(0);
   }
-  for (const d of ['/run/netns', '/etc/netns', '/run/tnet', '/run/docker']) mkdirSync(d, { recursive: true });
-  const setup = [
-    'mount --make-rprivate /',
-    'mount -t tmpfs tnet-test-netns /run/netns',
-    'mount -t tmpfs tnet-test-etc /etc/netns',
-    'mount -t tmpfs tnet-test-run /run/tnet',
-    'mount -t tmpfs tnet-test-docker /run/docker',
-    'ip link set lo up',
-    'exec "$@"',
-  ].join(' && ');
-  const r = spawnSync(
-    'unshare',
-    ['--net', '--mount', '--', 'sh', '-c', setup, 'sh', process.execPath, ...process.execArgv, process.argv[1]!, ...process.argv.slice(2)],
-    { stdio: 'inherit', env: { ...process.env, TNET_ISOLATED: '1' } },
-  );
+  const r = rerunInPrivateNamespace('TNET_ISOLATED', { stdio: 'inherit' });
   if (r.error) {
     t.plan(0, `cannot isolate the test in its own namespace: ${r.error.message}`);
     process.exit(0);
