@@ -1,7 +1,9 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DnsService } from '../dns/service.js';
+import type { FastifyInstance } from 'fastify';
 import type { Controller } from '../libnetwork/controller.js';
+import type { PluginHandle } from '../libnetwork/plugin/index.js';
 import { EarlySocket, SocketInUse } from '../libnetwork/early-socket.js';
 
 export interface DaemonOptions {
@@ -41,54 +43,54 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   }
   const pingMs = Math.round(performance.now() - t0);
 
-  const plugin = opts.dockerPlugin === false ? undefined : await startDockerPlugin(ready, opts.pluginDir);
+  // What is running so far; a signal at any point of the start stops exactly that, so no socket
+  // file is left behind by a daemon stopped while it was still starting.
+  let plugin: Promise<PluginHandle | undefined> | undefined;
+  let app: FastifyInstance | undefined;
+  let dns: DnsService | undefined;
+  const pidFile = join(opts.stateDir, 'daemon.pid');
+  const stop = async (code: number, why: string) => {
+    (await import('../libnetwork/log.js')).log.info({ why }, 'stopping');
+    await (await plugin)?.close(); // a plugin still starting has listened already: wait, then close it
+    await app?.close();
+    await control.close();
+    await dns?.close();
+    controller?.close();
+    rmSync(pidFile, { force: true });
+    process.exit(code);
+  };
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => void stop(0, signal));
+
+  plugin = opts.dockerPlugin === false ? undefined : startDockerPlugin(ready, opts.pluginDir);
+  const pluginSockets = (await plugin)?.sockets;
   const { log } = await import('../libnetwork/log.js');
   log.info({ socket: opts.socket, ms: pingMs }, 'control socket listening');
   const { controlServer } = await import('../libnetwork/api/server.js');
-  const app = await controlServer(ready, { serverFactory: (h) => control.attach(h) });
+  app = await controlServer(ready, { serverFactory: (h) => control.attach(h) });
   await app.ready();
   control.release();
 
-  const pidFile = join(opts.stateDir, 'daemon.pid');
-  const shutdown = async () => {
-    await plugin?.close();
-    await app.close();
-    await control.close();
-  };
-  let dns: DnsService | undefined;
+  openController(
+    (async () => {
+      const { Controller } = await import('../libnetwork/controller.js');
+      const c = await Controller.open({ stateDir: opts.stateDir });
+      // Before any request sees the controller, so the DNS service misses no sandbox or network.
+      const { startDnsService } = await import('../dns/service.js');
+      dns = await startDnsService(c, { upstreams: opts.dnsUpstreams?.length ? [...opts.dnsUpstreams] : undefined }).catch((e: unknown) => {
+        log.error({ err: e }, 'DNS is not served by this daemon');
+        return undefined;
+      });
+      return c;
+    })(),
+  );
   try {
-    openController(
-      (async () => {
-        const { Controller } = await import('../libnetwork/controller.js');
-        const c = await Controller.open({ stateDir: opts.stateDir });
-        // Before any request sees the controller, so the DNS service misses no sandbox or network.
-        const { startDnsService } = await import('../dns/service.js');
-        dns = await startDnsService(c, { upstreams: opts.dnsUpstreams?.length ? [...opts.dnsUpstreams] : undefined }).catch((e: unknown) => {
-          log.error({ err: e }, 'DNS is not served by this daemon');
-          return undefined;
-        });
-        return c;
-      })(),
-    );
     controller = await ready;
   } catch (e) {
     log.fatal({ err: e }, 'could not open the state and reconcile');
-    await shutdown();
-    process.exit(1);
+    await stop(1, 'start failed');
   }
-  const c = controller;
   writeFileSync(pidFile, `${process.pid}\n`);
-  log.info({ ms: Math.round(performance.now() - t0), plugin: plugin?.sockets }, 'ready');
-  const stop = async (signal: string) => {
-    log.info({ signal }, 'stopping');
-    await shutdown();
-    await dns?.close();
-    c.close();
-    rmSync(pidFile, { force: true });
-    process.exit(0);
-  };
-  process.once('SIGTERM', () => void stop('SIGTERM'));
-  process.once('SIGINT', () => void stop('SIGINT'));
+  log.info({ ms: Math.round(performance.now() - t0), plugin: pluginSockets }, 'ready');
 }
 
 /**

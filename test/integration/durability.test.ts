@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
@@ -139,5 +139,20 @@ t.test('a second daemon on a live socket, and a bad --dns-upstream, are refused 
 
   daemon.kill('SIGTERM');
   await until(() => daemon.exitCode !== null);
+  await assertClean(t);
+});
+
+t.test('a daemon stopped while it is still starting leaves no socket behind', async (t) => {
+  const dir = stateDir(t);
+  const socket = join(dir, 'tnet.sock');
+  const client = new Client(socket);
+  const daemon = startDaemon(dir, socket);
+  t.teardown(() => void daemon.kill('SIGKILL'));
+  t.ok(await until(() => client.ping(), 10_000), 'the control socket answers');
+  daemon.kill('SIGTERM'); // at once: the plugin, fastify and the controller are still loading
+  t.ok(await until(() => daemon.exitCode !== null, 10_000), 'the daemon stops');
+  t.equal(daemon.exitCode, 0, 'cleanly');
+  t.notOk(existsSync(socket), 'its control socket is gone');
+  t.notOk(existsSync('/run/docker/plugins/tnet.sock'), 'and its Docker plugin socket');
   await assertClean(t);
 });
