@@ -66,28 +66,46 @@ export function parsePoolSpecs(specs: readonly PoolSpec[], family: Family): Pool
 }
 
 /**
- * The first subnet, in configuration order and lowest first inside each source, that overlaps
- * none of `blockers`. Jumps over a blocker in one step instead of testing every candidate it
- * covers, so a large blocker (a /8 route) or a large source (65536 /64s in a /48) costs no more
- * than the number of blockers met.
+ * What blocks a candidate subnet: undefined if nothing does, else the first address value past
+ * the blocker (where free space may start again). A search for a free subnet jumps there.
  */
-export function firstFreeSubnet(
-  sources: readonly PoolSource[],
-  blockers: readonly Subnet[],
-): Subnet | undefined {
+export type BlockedUntil = (candidate: Subnet) => bigint | undefined;
+
+/**
+ * The first subnet, in configuration order and lowest first inside each source, that nothing
+ * blocks. Jumps over a blocker in one step instead of testing every candidate it covers, so a
+ * large blocker (a /8 route, a run of a thousand pools) or a large source (65536 /64s in a /48)
+ * costs no more than the number of blockers met.
+ */
+export function firstFreeBlock(sources: readonly PoolSource[], blockedUntil: BlockedUntil): Subnet | undefined {
   for (const { base, size } of sources) {
     const step = 1n << BigInt(familyBits(base.family) - size);
     const end = base.network + base.size;
     let at = base.network;
     while (at < end) {
       const candidate = Subnet.of(base.family, at, size);
-      const blocker = blockers.find((b) => b.overlaps(candidate));
-      if (!blocker) return candidate;
+      const past = blockedUntil(candidate);
+      if (past === undefined) return candidate;
       // Next candidate: the first aligned block past the blocker (at least the next one).
-      const pastBlocker = blocker.network + blocker.size;
-      const aligned = ((pastBlocker + step - 1n) / step) * step;
+      const aligned = ((past + step - 1n) / step) * step;
       at = aligned > at + step ? aligned : at + step;
     }
   }
   return undefined;
+}
+
+/** firstFreeBlock with a list of blockers: the first subnet that overlaps none of them. */
+export function firstFreeSubnet(
+  sources: readonly PoolSource[],
+  blockers: readonly Subnet[],
+): Subnet | undefined {
+  return firstFreeBlock(sources, blockedBy(blockers));
+}
+
+/** A BlockedUntil for a list of subnets (a linear pass: for the few host routes to avoid). */
+export function blockedBy(blockers: readonly Subnet[]): BlockedUntil {
+  return (candidate) => {
+    const b = blockers.find((s) => s.overlaps(candidate));
+    return b && b.network + b.size;
+  };
 }

@@ -8,10 +8,13 @@ export {
   defaultV6Pools,
   ulaPrefix,
 } from './defaults.js';
+export { type Allocator, LocalAllocator } from './allocator.js';
 export {
+  type AddressDomain,
   type AddressKind,
   type Allocation,
   DEFAULT_ADDRESS_SPACE,
+  addressDomain,
   Ipam,
   type IpamOptions,
   type Pool,
