@@ -19,7 +19,27 @@ fi
 # better-sqlite3 has no prebuilt binary reachable here: npm builds it from source (~70 s, once).
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
   echo "setup: npm ci" >&2
-  npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error
+  # npm ci only: it installs exactly what package-lock.json records and never rewrites it. Falling
+  # back to `npm install` would hide a stale lock and give each machine its own dependency tree.
+  npm_log=$(mktemp)
+  if ! npm ci --no-audit --no-fund --loglevel=error 2>"$npm_log"; then
+    # npm's error, without the usage text it prints after a usage error
+    sed '/^npm error Clean install a project/,/^npm error Run "npm help ci"/d' "$npm_log" >&2
+    if grep -qE 'EUSAGE|in sync|from lock file|does not satisfy' "$npm_log"; then
+      cat >&2 <<'MSG'
+
+setup: FAILED: package-lock.json is out of sync with package.json, so `npm ci` refuses to install.
+setup: Fix: run `npm install` in the repository (it brings package-lock.json up to date; check
+setup: what it changed), then commit package-lock.json together with package.json.
+MSG
+    else
+      echo "setup: FAILED: npm ci failed (see npm's error above); setup does not fall back to npm install" >&2
+    fi
+    rm -f "$npm_log"
+    exit 1
+  fi
+  cat "$npm_log" >&2
+  rm -f "$npm_log"
 fi
 npx tsc -p tsconfig.json
 chmod +x dist/cli/main.js
