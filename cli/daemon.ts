@@ -73,7 +73,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   openController(
     (async () => {
       const { Controller } = await import('../libnetwork/controller.js');
-      const c = await Controller.open({ stateDir: opts.stateDir });
+      // The host's own instance: its namespaces and nft table carry no scope (tn-NAME, inet tnet).
+      const c = await Controller.open({ stateDir: opts.stateDir, scope: '' });
       // Before any request sees the controller, so the DNS service misses no sandbox or network.
       const { startDnsService } = await import('../dns/service.js');
       dns = await startDnsService(c, { upstreams: opts.dnsUpstreams?.length ? [...opts.dnsUpstreams] : undefined }).catch((e: unknown) => {

@@ -60,8 +60,9 @@ Options:
   --ipv6                     add an IPv6 subnet (auto: a /64 of a ULA prefix)
   --subnet6 CIDR, --gateway6 IP, --ip-range6 CIDR
   --internal                 no NAT and no way in or out of the network
-  -o, --opt KEY=VALUE        driver option (repeatable): Docker's keys, or the short forms
-                             name=BRIDGE, icc=true|false, masquerade=true|false, mtu=N
+  -o, --opt KEY=VALUE        driver option (repeatable): Docker's keys, or the driver's short forms;
+                             bridge: name=BRIDGE, icc=true|false, masquerade=true|false, mtu=N,
+                             host-binding-ipv4=IP
   --label KEY=VALUE          label (repeatable)
   --json                     print the network as JSON
 
@@ -72,7 +73,7 @@ ${GLOBAL}`,
   sandbox: `Usage: tnet sandbox create|ls|inspect|rm ...   (tnet sandbox COMMAND --help for each)`,
   'sandbox create': `Usage: tnet sandbox create NAME [--json]
 
-Creates a network namespace tn-NAME (visible to \`ip netns\`) with lo up.
+Creates a network namespace tn-NAME (visible to \`ip netns\`; the daemon's own instance) with lo up.
 
 ${GLOBAL}`,
   'sandbox ls': `Usage: tnet sandbox ls [--json]\n\n${GLOBAL}`,
@@ -112,7 +113,7 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2))).join('').trimEnd()).join('\n');
 }
 
-type Net = { id: string; name: string; driver: string; internal: boolean; bridge: string; ipv4?: { subnet: string; gateway?: string }; ipv6?: { subnet: string }; endpoints: unknown[] };
+type Net = { id: string; name: string; owner: string; driver: string; internal: boolean; bridge?: string; ipv4?: { subnet: string; gateway?: string }; ipv6?: { subnet: string }; endpoints: unknown[] };
 type Sb = { id: string; name: string; netns: string; endpoints: { network?: string; ifname: string; ipv4?: string; ipv6?: string }[] };
 
 async function main(argv: string[]): Promise<number> {
@@ -173,7 +174,8 @@ async function main(argv: string[]): Promise<number> {
     if (after.length === 0) throw new Usage('tnet exec needs a command after "--"');
     await client.ensureDaemon(stateDir);
     const sb = await client.call<Sb>('GET', `/sandboxes/${encodeURIComponent(args[0]!)}`);
-    const r = spawnSync('ip', ['netns', 'exec', `tn-${sb.name}`, ...after], { stdio: 'inherit' });
+    // by the name `ip netns` knows (it also mounts the sandbox's /etc/netns/NAME/resolv.conf)
+    const r = spawnSync('ip', ['netns', 'exec', sb.netns.slice(sb.netns.lastIndexOf('/') + 1), ...after], { stdio: 'inherit' });
     if (r.error) throw r.error;
     return r.status ?? 1;
   }
@@ -196,8 +198,8 @@ async function main(argv: string[]): Promise<number> {
       const nets = await client.call<Net[]>('GET', '/networks');
       if (o.json) out(nets);
       else
-        process.stdout.write(table([['NETWORK ID', 'NAME', 'DRIVER', 'SUBNET', 'ENDPOINTS'], ...nets.map((n) => [
-          n.id.slice(0, 12), n.name, n.driver + (n.internal ? ' (internal)' : ''), [n.ipv4?.subnet, n.ipv6?.subnet].filter(Boolean).join(','), String(n.endpoints.length),
+        process.stdout.write(table([['NETWORK ID', 'NAME', 'DRIVER', 'OWNER', 'SUBNET', 'ENDPOINTS'], ...nets.map((n) => [
+          n.id.slice(0, 12), n.name, n.driver + (n.internal ? ' (internal)' : ''), n.owner || '-', [n.ipv4?.subnet, n.ipv6?.subnet].filter(Boolean).join(','), String(n.endpoints.length),
         ])]) + '\n');
       return EXIT.ok;
     }

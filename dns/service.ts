@@ -1,8 +1,8 @@
+import { basename } from 'node:path';
 import type { Controller } from '../libnetwork/controller.js';
 import { Netns, isErrno, socketBindPair } from '../libnetwork/kernel/index.js';
 import { log as rootLog, type Logger } from '../libnetwork/log.js';
 import type { Endpoint, Network, Sandbox } from '../libnetwork/model.js';
-import { netnsName } from '../libnetwork/sandbox.js';
 import { normalizeName } from './records.js';
 import { readResolvConf } from './resolvconf.js';
 import { DnsServer, type DnsServerOptions, type ListenerHandle } from './server.js';
@@ -202,7 +202,7 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
     const old = sandboxes.get(sb.id);
     if (old && !old.closed && (old.handle || (old.starting && !old.status.error))) return;
     // named as `ip netns` knows it (errors then say "netns tn-a"), unless it lives elsewhere
-    const named = Netns.named(netnsName(sb.name));
+    const named = Netns.named(basename(sb.netns));
     const ns = named.path === sb.netns ? named : Netns.atPath(sb.netns);
     const slot: Slot = {
       status: { name: sb.name, address: `${SANDBOX_DNS_ADDRESS}:${DNS_PORT} in ${String(ns)}`, listening: false },
@@ -240,7 +240,7 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
     server.removeSandbox(sb.id);
   };
 
-  const wantsGateway = (net: Network) => gateways === 'all' || (gateways === 'docker' && net.docker);
+  const wantsGateway = (net: Network) => gateways === 'all' || (gateways === 'docker' && net.owner === 'docker');
 
   const networkUp = (net: Network) => {
     setNetwork(net);

@@ -5,7 +5,18 @@ import type { Subnet } from './ipam/subnet.js';
  * The CNM objects as the core and the drivers see them. Plain data: the store persists them,
  * the controller changes them, the drivers read them.
  */
-export type DriverType = 'bridge';
+/** A driver's registered name (`bridge`, `overlay`, `macvlan`...): the registry knows them, the model does not. */
+export type DriverType = string;
+
+/**
+ * Who made an object and drives its lifecycle: '' (nobody but the person typing `tnet network` or
+ * `tnet sandbox`), 'docker' (dockerd, through the plugin), or `lab:NAME` (a lab topology). Names
+ * are unique per owner, and teardown by owner needs no file.
+ */
+export type Owner = '' | 'docker' | `lab:${string}`;
+
+/** Where a network's endpoint addresses come from: tnet's own pool, or an IPAM outside the network driver (dockerd's). */
+export type AddressSource = 'tnet' | 'external';
 
 /** creating/deleting: the intent is recorded and the kernel work may be half done (reconcile finishes it). */
 export type Lifecycle = 'creating' | 'ready' | 'deleting';
@@ -27,8 +38,9 @@ export interface Network {
   /** Driver options, full keys (see netlabel.ts). */
   readonly options: Readonly<Record<string, string>>;
   readonly labels: Readonly<Record<string, string>>;
-  /** Created through the Docker plugin (dockerd owns its lifecycle). */
-  readonly docker: boolean;
+  readonly owner: Owner;
+  /** 'external': the network only records its subnets; addresses are handed out and released by another IPAM. */
+  readonly addresses: AddressSource;
   readonly created: string;
 }
 
@@ -39,8 +51,9 @@ export interface Sandbox {
   readonly id: string;
   readonly name: string;
   readonly kind: SandboxKind;
+  readonly owner: Owner;
   readonly state: Lifecycle;
-  /** Path of the namespace file (/run/netns/tn-NAME for lab sandboxes). */
+  /** Path of the namespace file (/run/netns/tn-[SCOPE-]NAME for lab sandboxes). */
   readonly netns: string;
   readonly created: string;
 }
@@ -74,8 +87,11 @@ export interface Endpoint {
   readonly ipv4: IpAddr | undefined;
   readonly ipv6: IpAddr | undefined;
   readonly mac: string;
-  /** The host end of the veth (tnet-owned name). */
-  readonly hostIfname: string;
+  /**
+   * The driver's interface in the host namespace, if it has one (a bridge's veth end). A macvlan
+   * endpoint has none; an overlay endpoint's host end lives in the overlay's namespace.
+   */
+  readonly hostIfname: string | undefined;
   /** The interface name inside the sandbox (eth0, eth1...). */
   readonly ifname: string;
   readonly aliases: readonly string[];

@@ -1,6 +1,7 @@
 /**
  * Every option key in one place. Docker's keys are what `docker network create -o` sends and
- * what Docker users already know; the short aliases are for people typing `tnet network create`.
+ * what Docker users already know. Each driver lists the keys it knows and its short forms
+ * (`DriverFactory.options`) for people typing `tnet network create`.
  */
 export const BRIDGE_NAME = 'com.docker.network.bridge.name';
 export const ENABLE_ICC = 'com.docker.network.bridge.enable_icc';
@@ -13,20 +14,3 @@ export const GENERIC = 'com.docker.network.generic';
 export const EXPOSED_PORTS = 'com.docker.network.endpoint.exposedports';
 export const PORT_MAP = 'com.docker.network.portmap';
 export const MAC_ADDRESS = 'com.docker.network.endpoint.macaddress';
-
-/** Short alias -> full key, for the CLI (`-o name=br0` is `-o com.docker.network.bridge.name=br0`). */
-export const ALIASES: Readonly<Record<string, string>> = {
-  name: BRIDGE_NAME,
-  bridge: BRIDGE_NAME,
-  icc: ENABLE_ICC,
-  masquerade: ENABLE_IP_MASQUERADE,
-  'host-binding-ipv4': HOST_BINDING_IPV4,
-  mtu: DRIVER_MTU,
-};
-
-/** Expands short aliases; full keys pass through untouched. */
-export function canonicalOptions(opts: Readonly<Record<string, string>>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(opts)) out[ALIASES[k] ?? k] = v;
-  return out;
-}

@@ -1,15 +1,22 @@
-import { BRIDGE_NAME } from './netlabel.js';
 import type { Endpoint, Network, Sandbox } from './model.js';
-import { defaultBridgeName } from '../drivers/bridge/options.js';
 
-/** What `inspect`/`ls --json` show: plain JSON, addresses as text. The wire format of the control API. */
-export function networkView(n: Network, eps: readonly Endpoint[] = [], sandboxName?: (id: string) => string | undefined) {
+/**
+ * What `inspect`/`ls --json` show: plain JSON, addresses as text. The wire format of the control API.
+ * `details` is what the network's driver adds (a bridge's name): views assume no driver.
+ */
+export function networkView(
+  n: Network,
+  details: Readonly<Record<string, string>> = {},
+  eps: readonly Endpoint[] = [],
+  sandboxName?: (id: string) => string | undefined,
+) {
   return {
     id: n.id,
     name: n.name,
+    owner: n.owner,
     driver: n.driver,
     internal: n.internal,
-    bridge: n.options[BRIDGE_NAME] ?? defaultBridgeName(n.id),
+    ...details,
     ipv4: n.ipv4 ? { subnet: n.ipv4.subnet.toString(), gateway: n.ipv4.gateway?.toString() } : undefined,
     ipv6: n.ipv6 ? { subnet: n.ipv6.subnet.toString(), gateway: n.ipv6.gateway?.toString() } : undefined,
     options: n.options,
@@ -37,6 +44,7 @@ export function sandboxView(s: Sandbox, eps: readonly Endpoint[] = [], networkNa
   return {
     id: s.id,
     name: s.name,
+    owner: s.owner,
     netns: s.netns,
     created: s.created,
     endpoints: eps.map((e) => ({ network: networkName?.(e.networkId), ...endpointView(e) })),

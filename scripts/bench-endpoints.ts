@@ -334,7 +334,7 @@ function leftovers(): string[] {
 /** One variant: fresh state, N sandboxes connected, verified, torn down. */
 async function variant(name: string, batch: number): Promise<Result> {
   const stateDir = mkdtempSync(join(tmpdir(), 'tnet-bench-'));
-  const c = await core.Controller.open({ stateDir });
+  const c = await core.Controller.open({ stateDir, scope: '' }); // tn-sN, as the daemon names them
   // As the daemon runs it: every sandbox gets its 127.0.0.11 listeners and resolv.conf as it joins.
   const dns = await dnsService.startDnsService(c, { upstreams: ['127.0.0.1:9'] });
   let verified = false;

@@ -1,34 +1,17 @@
-import type { Driver, DriverOptions, JoinInfo, JoinTarget, StaticRoute } from '../../libnetwork/driver.js';
+import type { Attachment, Driver, DriverContext, DriverFactory, DriverOptions, JoinTarget } from '../../libnetwork/driverapi.js';
 import { conflict } from '../../libnetwork/errors.js';
-import {
-  type Nft,
-  type Rtnl,
-  addrAdd,
-  cidr,
-  isErrno,
-  linkAdd,
-  linkByName,
-  linkDelIfExists,
-  linkGet,
-  linkList,
-  linkSetUp,
-  routeAdd,
-  sysctlSet,
-  withRtnl,
-} from '../../libnetwork/kernel/index.js';
-import { log } from '../../libnetwork/log.js';
+import { addrAdd, cidr, isErrno, linkAdd, linkByName, linkDelIfExists, linkGet, linkList, sysctlSet } from '../../libnetwork/kernel/index.js';
 import type { Endpoint, Network, PortMapping } from '../../libnetwork/model.js';
 import type { Txn } from '../../libnetwork/txn.js';
 import * as fw from './firewall.js';
-import { type BridgeConfig, bridgeConfig } from './options.js';
+import { ALIASES, type BridgeConfig, KNOWN_OPTIONS, bridgeConfig } from './options.js';
 
-/** What the driver needs of the host: handles in the daemon's own namespace, and the owner tag. */
-export interface HostContext {
-  readonly rtnl: Rtnl;
-  readonly nft: Nft;
-  /** Ownership tags: `${tagPrefix}network:ID` on bridges, `${tagPrefix}endpoint:ID` on veths. */
-  readonly tagPrefix: string;
-}
+export const bridgeDriver: DriverFactory = {
+  type: 'bridge',
+  scope: 'local',
+  options: { keys: KNOWN_OPTIONS, aliases: ALIASES },
+  create: (ctx) => new BridgeDriver(ctx),
+};
 
 /**
  * The bridge driver: one Linux bridge per network holding the gateway address, one veth per
@@ -36,16 +19,17 @@ export interface HostContext {
  * isolation in tnet's nftables table.
  */
 export class BridgeDriver implements Driver {
-  readonly type = 'bridge' as const;
-  readonly scope = 'local' as const;
-  private readonly host: HostContext;
+  private readonly ctx: DriverContext;
+  /** This instance's nft table: several tnet instances on one host each keep their own. */
+  private readonly fw: fw.Firewall;
   private forwardingOn = { 4: false, 6: false };
-  /** Networks this driver has made: tnet's nft table exists exactly while this is not empty. */
+  /** Networks this driver has made: its nft table exists exactly while this is not empty. */
   private readonly live = new Set<string>();
   private readonly bridgeIndexes = new Map<string, number>();
 
-  constructor(host: HostContext) {
-    this.host = host;
+  constructor(ctx: DriverContext) {
+    this.ctx = ctx;
+    this.fw = new fw.Firewall(fw.tableName(ctx.scope));
   }
 
   private cfg(net: Pick<Network, 'id' | 'options'>): BridgeConfig {
@@ -66,12 +50,24 @@ export class BridgeDriver implements Driver {
   }
 
   private tag(kind: 'network' | 'endpoint', id: string): string {
-    return `${this.host.tagPrefix}${kind}:${id}`;
+    return this.ctx.tags.of(kind, id);
+  }
+
+  hostIfname(ep: Pick<Endpoint, 'id'>): string {
+    return `tn${ep.id.slice(0, 12)}`;
+  }
+
+  inspect(net: Network): Record<string, string> {
+    return { bridge: this.cfg(net).bridge };
+  }
+
+  defaultHostIp(net: Network): string {
+    return this.cfg(net).hostBindingIpv4;
   }
 
   async checkNetwork(req: { id: string; internal: boolean; options: DriverOptions }): Promise<DriverOptions> {
     const c = bridgeConfig(req.id, req.options);
-    const existing = await linkByName(this.host.rtnl, c.bridge);
+    const existing = await linkByName(this.ctx.rtnl, c.bridge);
     if (existing) {
       const owner = existing.alias?.startsWith('tnet:') ? `tnet (${existing.alias})` : 'something other than tnet';
       throw conflict(`bridge name "${c.bridge}" is already taken by a ${existing.kind ?? 'link'} owned by ${owner}`, `bridge "${c.bridge}"`);
@@ -81,7 +77,7 @@ export class BridgeDriver implements Driver {
 
   async createNetwork(net: Network, t: Txn): Promise<void> {
     const c = this.cfg(net);
-    const h = this.host.rtnl;
+    const h = this.ctx.rtnl;
     await t.step(
       `bridge ${c.bridge}`,
       () => linkAdd(h, { kind: 'bridge', name: c.bridge, mtu: c.mtu, up: true, alias: this.tag('network', net.id) }),
@@ -89,11 +85,11 @@ export class BridgeDriver implements Driver {
     );
     await this.configureBridge(net, c);
     const fnet = this.fwNet(net);
-    if (this.live.size === 0) this.host.nft.apply('create tnet table', fw.rebuild([], new Map()));
+    if (this.live.size === 0) this.ctx.nft.apply(`create table ${this.fw.table}`, this.fw.rebuild([], new Map()));
     await t.step(
       `firewall for ${c.bridge}`,
-      () => this.host.nft.apply(`add network ${net.name}`, fw.addNetwork(fnet)),
-      () => this.host.nft.apply(`remove network ${net.name}`, fw.deleteNetwork(fnet)),
+      () => this.ctx.nft.apply(`add network ${net.name}`, this.fw.addNetwork(fnet)),
+      () => this.ctx.nft.apply(`remove network ${net.name}`, this.fw.deleteNetwork(fnet)),
     );
     this.live.add(net.id);
     t.onRollback('forget network', () => this.dropLive(net.id));
@@ -102,12 +98,12 @@ export class BridgeDriver implements Driver {
   /** The last network gone takes tnet's table with it: the host is left as it was found. */
   private dropLive(id: string): void {
     this.live.delete(id);
-    if (this.live.size === 0) this.host.nft.apply('delete tnet table', fw.dropTable());
+    if (this.live.size === 0) this.ctx.nft.apply(`delete table ${this.fw.table}`, this.fw.dropTable());
   }
 
   /** Addresses, forwarding and localnet routing of a bridge that exists. */
   private async configureBridge(net: Network, c: BridgeConfig): Promise<void> {
-    const h = this.host.rtnl;
+    const h = this.ctx.rtnl;
     const br = await linkGet(h, c.bridge);
     this.bridgeIndexes.set(c.bridge, br.index);
     const adds: Promise<void>[] = [];
@@ -135,31 +131,30 @@ export class BridgeDriver implements Driver {
   async deleteNetwork(net: Network): Promise<void> {
     const c = this.cfg(net);
     try {
-      this.host.nft.apply(`remove network ${net.name}`, fw.deleteNetwork(this.fwNet(net)));
+      this.ctx.nft.apply(`remove network ${net.name}`, this.fw.deleteNetwork(this.fwNet(net)));
     } catch (e) {
-      log.debug({ err: e, network: net.name }, 'firewall entries already gone');
+      this.ctx.log.debug({ err: e, network: net.name }, 'firewall entries already gone');
     }
-    const br = await linkByName(this.host.rtnl, c.bridge);
+    const br = await linkByName(this.ctx.rtnl, c.bridge);
     // Never delete a link that is not ours, even if it has our bridge's name.
-    if (br && br.alias === this.tag('network', net.id)) await linkDelIfExists(this.host.rtnl, c.bridge);
+    if (br && br.alias === this.tag('network', net.id)) await linkDelIfExists(this.ctx.rtnl, c.bridge);
     this.bridgeIndexes.delete(c.bridge);
     this.dropLive(net.id);
   }
 
-  async join(net: Network, ep: Endpoint, target: JoinTarget, t: Txn): Promise<JoinInfo> {
+  async join(net: Network, ep: Endpoint, target: JoinTarget, t: Txn): Promise<Attachment> {
     const c = this.cfg(net);
-    const h = this.host.rtnl;
-    const gateway4 = net.internal ? undefined : net.ipv4?.gateway;
-    const gateway6 = net.internal ? undefined : net.ipv6?.gateway;
-    const staticRoutes: StaticRoute[] = [];
+    const h = this.ctx.rtnl;
+    const hostIfname = this.hostIfname(ep);
+    const gateways = net.internal ? {} : { gateway4: net.ipv4?.gateway, gateway6: net.ipv6?.gateway };
     const peer =
-      target.kind === 'external'
+      target.kind === 'handoff'
         ? { name: `tnc${ep.id.slice(0, 11)}`, mac: ep.mac, mtu: c.mtu }
         : { name: target.ifname, ns: target.ns, mac: ep.mac, mtu: c.mtu };
     const veth = (master: number) =>
-      linkAdd(h, { kind: 'veth', name: ep.hostIfname, master, mtu: c.mtu, up: true, alias: this.tag('endpoint', ep.id), peer });
+      linkAdd(h, { kind: 'veth', name: hostIfname, master, mtu: c.mtu, up: true, alias: this.tag('endpoint', ep.id), peer });
     const created = await t.step(
-      `veth ${ep.hostIfname}`,
+      `veth ${hostIfname}`,
       async () => {
         try {
           return await veth(await this.bridgeIndex(c.bridge));
@@ -169,22 +164,15 @@ export class BridgeDriver implements Driver {
           return await veth(await this.bridgeIndex(c.bridge, true));
         }
       },
-      () => linkDelIfExists(h, ep.hostIfname),
+      () => linkDelIfExists(h, hostIfname),
     );
-    if (target.kind === 'external') return { srcName: peer.name, gateway4, gateway6, staticRoutes };
-    await withRtnl(target.ns, async (s) => {
-      const link = { index: created.peerIndex ?? (await linkGet(s, target.ifname)).index, name: target.ifname };
-      // One round trip for all of it: the default routes are onlink, so they need not wait for the address.
-      const work: Promise<void>[] = [linkSetUp(s, target.ifname)];
-      if (ep.ipv4 && net.ipv4) work.push(addrAdd(s, link.index, link.name, cidr(`${ep.ipv4}/${net.ipv4.subnet.prefix}`)));
-      if (ep.ipv6 && net.ipv6) work.push(addrAdd(s, link.index, link.name, cidr(`${ep.ipv6}/${net.ipv6.subnet.prefix}`)));
-      if (target.defaultRoute) {
-        if (gateway4) work.push(routeAdd(s, { gateway: gateway4.toString(), oif: link.index, onlink: true }));
-        if (gateway6) work.push(routeAdd(s, { gateway: gateway6.toString(), oif: link.index, onlink: true }));
-      }
-      await Promise.all(work);
-    });
-    return { gateway4, gateway6, staticRoutes };
+    if (target.kind === 'handoff') return { where: 'handoff', srcName: peer.name, ...gateways, staticRoutes: [] };
+    return { where: 'sandbox', ifindex: created.peerIndex, ...gateways, staticRoutes: [] };
+  }
+
+  async endpointIntact(_net: Network, ep: Endpoint): Promise<boolean> {
+    const l = await linkByName(this.ctx.rtnl, this.hostIfname(ep));
+    return l !== undefined && l.alias === this.tag('endpoint', ep.id) && l.master !== undefined;
   }
 
   /**
@@ -194,16 +182,16 @@ export class BridgeDriver implements Driver {
   private async bridgeIndex(bridge: string, fresh = false): Promise<number> {
     let index = fresh ? undefined : this.bridgeIndexes.get(bridge);
     if (index === undefined) {
-      index = (await linkGet(this.host.rtnl, bridge)).index;
+      index = (await linkGet(this.ctx.rtnl, bridge)).index;
       this.bridgeIndexes.set(bridge, index);
     }
     return index;
   }
 
-  async leave(_net: Network, ep: Endpoint, sandboxGoing: boolean): Promise<void> {
+  async leave(_net: Network, ep: Endpoint, how: { sandboxGoing: boolean }): Promise<void> {
     // Deleting the namespace takes the veth with it, far cheaper than deleting links one by one.
-    if (sandboxGoing) return;
-    await linkDelIfExists(this.host.rtnl, ep.hostIfname);
+    if (how.sandboxGoing) return;
+    await linkDelIfExists(this.ctx.rtnl, this.hostIfname(ep));
   }
 
   private publishes(ep: Endpoint, ports: readonly PortMapping[]): fw.Publish[] {
@@ -223,8 +211,8 @@ export class BridgeDriver implements Driver {
     if (list.length === 0) return;
     await t.step(
       `publish ports of ${ep.name}`,
-      () => this.host.nft.apply(`publish ports of endpoint ${ep.name} on ${net.name}`, fw.publish(ep.id, list)),
-      () => this.host.nft.apply(`unpublish ports of endpoint ${ep.name}`, fw.unpublish(ep.id, list)),
+      () => this.ctx.nft.apply(`publish ports of endpoint ${ep.name} on ${net.name}`, this.fw.publish(ep.id, list)),
+      () => this.ctx.nft.apply(`unpublish ports of endpoint ${ep.name}`, this.fw.unpublish(ep.id, list)),
     );
   }
 
@@ -232,22 +220,22 @@ export class BridgeDriver implements Driver {
     const list = this.publishes(ep, ports);
     if (list.length === 0) return;
     try {
-      this.host.nft.apply(`unpublish ports of endpoint ${ep.name} on ${net.name}`, fw.unpublish(ep.id, list));
+      this.ctx.nft.apply(`unpublish ports of endpoint ${ep.name} on ${net.name}`, this.fw.unpublish(ep.id, list));
     } catch (e) {
-      log.debug({ err: e, endpoint: ep.name }, 'published ports already gone');
+      this.ctx.log.debug({ err: e, endpoint: ep.name }, 'published ports already gone');
     }
   }
 
   async restore(nets: readonly Network[], eps: readonly Endpoint[]): Promise<void> {
-    const h = this.host.rtnl;
+    const h = this.ctx.rtnl;
     const links = await linkList(h);
     const byName = new Map(links.map((l) => [l.name, l]));
     const wantedTags = new Set([...nets.map((n) => this.tag('network', n.id)), ...eps.map((e) => this.tag('endpoint', e.id))]);
     // Remove what this instance tagged and no longer wants (endpoints first: they sit on bridges).
-    const stale = links.filter((l) => l.alias?.startsWith(this.host.tagPrefix) && !wantedTags.has(l.alias));
+    const stale = links.filter((l) => l.alias?.startsWith(this.ctx.tags.prefix) && !wantedTags.has(l.alias));
     stale.sort((a, b) => Number(a.kind === 'bridge') - Number(b.kind === 'bridge'));
     for (const l of stale) {
-      log.info({ link: l.name, tag: l.alias }, 'reconcile: removing a link tnet no longer wants');
+      this.ctx.log.info({ link: l.name, tag: l.alias }, 'reconcile: removing a link tnet no longer wants');
       await linkDelIfExists(h, l.name);
     }
     // Recreate bridges that are missing (after a reboot), and their addresses.
@@ -255,10 +243,10 @@ export class BridgeDriver implements Driver {
       const c = this.cfg(net);
       const br = byName.get(c.bridge);
       if (br && br.alias === this.tag('network', net.id)) {
-        await this.configureBridge(net, c).catch((e) => log.debug({ err: e }, 'bridge addresses already set'));
+        await this.configureBridge(net, c).catch((e) => this.ctx.log.debug({ err: e }, 'bridge addresses already set'));
         continue;
       }
-      log.info({ network: net.name, bridge: c.bridge }, 'reconcile: recreating bridge');
+      this.ctx.log.info({ network: net.name, bridge: c.bridge }, 'reconcile: recreating bridge');
       await linkAdd(h, { kind: 'bridge', name: c.bridge, mtu: c.mtu, up: true, alias: this.tag('network', net.id) });
       await this.configureBridge(net, c);
     }
@@ -267,7 +255,7 @@ export class BridgeDriver implements Driver {
     const published = new Map(eps.filter((e) => netById.has(e.networkId)).map((e) => [e.id, this.publishes(e, e.ports)]));
     this.live.clear();
     for (const n of nets) this.live.add(n.id);
-    if (nets.length) this.host.nft.apply('rebuild tnet table', fw.rebuild(nets.map((n) => this.fwNet(n)), published));
-    else this.host.nft.apply('delete tnet table', fw.dropTable());
+    if (nets.length) this.ctx.nft.apply(`rebuild table ${this.fw.table}`, this.fw.rebuild(nets.map((n) => this.fwNet(n)), published));
+    else this.ctx.nft.apply(`delete table ${this.fw.table}`, this.fw.dropTable());
   }
 }

@@ -18,7 +18,9 @@ import type { Subnet } from '../../libnetwork/ipam/subnet.js';
  * br_netfilter (bridge-nf-call-iptables=1), which is what makes ICC off work.
  */
 export const FAMILY = 'inet';
-export const TABLE = 'tnet';
+
+/** The table of an instance: `tnet` for the host's unscoped instance, `tnet-SCOPE` for the others. */
+export const tableName = (scope: string) => (scope ? `tnet-${scope}` : 'tnet');
 
 export interface FirewallNet {
   readonly id: string;
@@ -39,8 +41,6 @@ export interface Publish {
   readonly containerPort: number;
 }
 
-const T = { family: FAMILY, table: TABLE };
-const TABLE_OBJ = { family: FAMILY, name: TABLE };
 const chainName = (n: FirewallNet, part: string) => `n-${n.id.slice(0, 12)}-${part}`;
 
 const meta = (key: string) => ({ meta: { key } });
@@ -53,10 +53,6 @@ const ACCEPT = { accept: null };
 const DROP = { drop: null };
 const MASQ = { masquerade: null };
 
-const rule = (chain: string, ...expr: unknown[]): NftCommand => ({ add: { rule: { ...T, chain, expr } } });
-const baseChain = (name: string, type: string, hook: string, prio: number): NftCommand => ({
-  add: { chain: { ...T, name, type, hook, prio, policy: 'accept' } },
-});
 
 const MAPS: Record<string, { type: string | string[]; map: string }> = {
   fwd_in: { type: 'ifname', map: 'verdict' },
@@ -69,95 +65,6 @@ const MAPS: Record<string, { type: string | string[]; map: string }> = {
   pub6: { type: ['ipv6_addr', 'inet_proto', 'inet_service'], map: 'verdict' },
   pubany: { type: ['inet_proto', 'inet_service'], map: 'verdict' },
 };
-
-/**
- * The whole table from scratch, with these networks and published ports, as one transaction:
- * replaces whatever tnet's table held (the start-up reconcile), and never touches other tables.
- */
-export function rebuild(nets: readonly FirewallNet[], published: ReadonlyMap<string, readonly Publish[]>): NftCommand[] {
-  const cmds: NftCommand[] = [
-    // "add" first so that "delete" cannot fail on a fresh host; then recreate.
-    { add: { table: TABLE_OBJ } },
-    { delete: { table: TABLE_OBJ } },
-    { add: { table: TABLE_OBJ } },
-    { add: { set: { ...T, name: 'bridges', type: 'ifname' } } },
-  ];
-  for (const [name, m] of Object.entries(MAPS)) cmds.push({ add: { map: { ...T, name, ...m } } });
-  cmds.push(
-    baseChain('forward', 'filter', 'forward', 0),
-    rule('forward', { vmap: { key: meta('iifname'), data: '@fwd_in' } }),
-    rule('forward', { vmap: { key: meta('oifname'), data: '@fwd_out' } }),
-    { add: { chain: { ...T, name: 'published' } } },
-    rule('published', { vmap: { key: { concat: [payload('ip', 'daddr'), meta('l4proto'), payload('th', 'dport')] }, data: '@pub4' } }),
-    rule('published', { vmap: { key: { concat: [payload('ip6', 'daddr'), meta('l4proto'), payload('th', 'dport')] }, data: '@pub6' } }),
-    rule('published', { vmap: { key: { concat: [meta('l4proto'), payload('th', 'dport')] }, data: '@pubany' } }),
-    baseChain('prerouting', 'nat', 'prerouting', -100),
-    rule('prerouting', eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local'), { jump: { target: 'published' } }),
-    baseChain('output', 'nat', 'output', -100),
-    rule('output', eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local'), { jump: { target: 'published' } }),
-    baseChain('postrouting', 'nat', 'postrouting', 100),
-    rule('postrouting', { vmap: { key: meta('oifname'), data: '@post_out' } }),
-    rule('postrouting', { vmap: { key: meta('iifname'), data: '@post_in' } }),
-  );
-  for (const n of nets) cmds.push(...addNetwork(n));
-  for (const [endpointId, list] of published) cmds.push(...publish(endpointId, list));
-  return cmds;
-}
-
-/** Removes tnet's table if it is there ("add" first so the delete cannot fail). */
-export function dropTable(): NftCommand[] {
-  return [{ add: { table: TABLE_OBJ } }, { delete: { table: TABLE_OBJ } }];
-}
-
-const element = (op: 'add' | 'delete', name: string, elem: unknown[]): NftCommand => ({
-  [op]: { element: { ...T, name, elem } },
-});
-
-/** The chains and map entries of one network. */
-export function addNetwork(n: FirewallNet): NftCommand[] {
-  const [cin, cout, pin, pout] = ['in', 'out', 'pin', 'pout'].map((p) => chainName(n, p)) as [string, string, string, string];
-  const cmds: NftCommand[] = [cin, cout, pin, pout].map((name) => ({ add: { chain: { ...T, name } } }));
-  // Leaving the bridge: to the same bridge only if ICC; never to another tnet bridge; out only if not internal.
-  cmds.push(rule(cin, eq(meta('oifname'), n.bridge), n.icc ? ACCEPT : DROP));
-  cmds.push(rule(cin, eq(meta('oifname'), '@bridges'), DROP));
-  if (n.internal) cmds.push(rule(cin, DROP));
-  // Entering the bridge from elsewhere: replies and published ports only.
-  cmds.push(rule(cout, isIn({ ct: { key: 'state' } }, ['established', 'related']), ACCEPT));
-  if (!n.internal) cmds.push(rule(cout, isIn({ ct: { key: 'status' } }, 'dnat'), ACCEPT));
-  cmds.push(rule(cout, DROP));
-  if (!n.internal && n.masquerade) {
-    for (const s of [n.subnet4, n.subnet6]) {
-      if (s) cmds.push(rule(pin, eq(payload(s.family === 4 ? 'ip' : 'ip6', 'saddr'), prefix(s)), ne(meta('oifname'), n.bridge), MASQ));
-    }
-  }
-  // A published port reached from the same bridge (hairpin) or from the host's loopback must
-  // come back through tnet's NAT, so its source is rewritten to the bridge's address.
-  cmds.push(rule(pout, eq(meta('iifname'), n.bridge), isIn({ ct: { key: 'status' } }, 'dnat'), MASQ));
-  cmds.push(rule(pout, eq(payload('ip', 'saddr'), { prefix: { addr: '127.0.0.0', len: 8 } }), MASQ));
-  cmds.push(
-    element('add', 'bridges', [n.bridge]),
-    element('add', 'fwd_in', [[n.bridge, { jump: { target: cin } }]]),
-    element('add', 'fwd_out', [[n.bridge, { jump: { target: cout } }]]),
-    element('add', 'post_in', [[n.bridge, { jump: { target: pin } }]]),
-    element('add', 'post_out', [[n.bridge, { jump: { target: pout } }]]),
-  );
-  return cmds;
-}
-
-export function deleteNetwork(n: FirewallNet): NftCommand[] {
-  const cmds: NftCommand[] = [
-    element('delete', 'fwd_in', [n.bridge]),
-    element('delete', 'fwd_out', [n.bridge]),
-    element('delete', 'post_in', [n.bridge]),
-    element('delete', 'post_out', [n.bridge]),
-    element('delete', 'bridges', [n.bridge]),
-  ];
-  for (const p of ['in', 'out', 'pin', 'pout']) {
-    const name = chainName(n, p);
-    cmds.push({ flush: { chain: { ...T, name } } }, { delete: { chain: { ...T, name } } });
-  }
-  return cmds;
-}
 
 const portChain = (endpointId: string) => `p-${endpointId.slice(0, 12)}`;
 
@@ -175,28 +82,137 @@ function portKeys(list: readonly Publish[]): Map<string, unknown[]> {
   return by;
 }
 
-/** An endpoint's published ports: a chain of DNAT rules, and the map keys that lead to it. */
-export function publish(endpointId: string, list: readonly Publish[]): NftCommand[] {
-  if (list.length === 0) return [];
-  const chain = portChain(endpointId);
-  const cmds: NftCommand[] = [{ add: { chain: { ...T, name: chain } } }];
-  for (const p of list) {
-    const v6 = p.target.includes(':');
-    const match: unknown[] = [eq(meta('nfproto'), v6 ? 'ipv6' : 'ipv4')];
-    if (p.hostIp !== '') match.push(eq(payload(v6 ? 'ip6' : 'ip', 'daddr'), p.hostIp));
-    match.push(eq(meta('l4proto'), p.proto), eq(payload('th', 'dport'), p.hostPort));
-    cmds.push(rule(chain, ...match, { dnat: { family: v6 ? 'ip6' : 'ip', addr: p.target, port: p.containerPort } }));
-  }
-  for (const [name, keys] of portKeys(list)) {
-    cmds.push(element('add', name, keys.map((k) => [k, { jump: { target: chain } }])));
-  }
-  return cmds;
-}
+/** The commands on one instance's table; every operation is one transaction of these. */
+export class Firewall {
+  private readonly T: { family: string; table: string };
+  private readonly tableObj: { family: string; name: string };
 
-export function unpublish(endpointId: string, list: readonly Publish[]): NftCommand[] {
-  if (list.length === 0) return [];
-  const chain = portChain(endpointId);
-  const cmds: NftCommand[] = [...portKeys(list)].map(([name, keys]) => element('delete', name, keys));
-  cmds.push({ flush: { chain: { ...T, name: chain } } }, { delete: { chain: { ...T, name: chain } } });
-  return cmds;
+  constructor(readonly table: string) {
+    this.T = { family: FAMILY, table };
+    this.tableObj = { family: FAMILY, name: table };
+  }
+
+  private rule(chain: string, ...expr: unknown[]): NftCommand {
+    return { add: { rule: { ...this.T, chain, expr } } };
+  }
+
+  private baseChain(name: string, type: string, hook: string, prio: number): NftCommand {
+    return { add: { chain: { ...this.T, name, type, hook, prio, policy: 'accept' } } };
+  }
+
+  private element(op: 'add' | 'delete', name: string, elem: unknown[]): NftCommand {
+    return { [op]: { element: { ...this.T, name, elem } } };
+  }
+
+  /**
+   * The whole table from scratch, with these networks and published ports, as one transaction:
+   * replaces whatever tnet's table held (the start-up reconcile), and never touches other tables.
+   */
+  rebuild(nets: readonly FirewallNet[], published: ReadonlyMap<string, readonly Publish[]>): NftCommand[] {
+    const cmds: NftCommand[] = [
+      // "add" first so that "delete" cannot fail on a fresh host; then recreate.
+      { add: { table: this.tableObj } },
+      { delete: { table: this.tableObj } },
+      { add: { table: this.tableObj } },
+      { add: { set: { ...this.T, name: 'bridges', type: 'ifname' } } },
+    ];
+    for (const [name, m] of Object.entries(MAPS)) cmds.push({ add: { map: { ...this.T, name, ...m } } });
+    cmds.push(
+      this.baseChain('forward', 'filter', 'forward', 0),
+      this.rule('forward', { vmap: { key: meta('iifname'), data: '@fwd_in' } }),
+      this.rule('forward', { vmap: { key: meta('oifname'), data: '@fwd_out' } }),
+      { add: { chain: { ...this.T, name: 'published' } } },
+      this.rule('published', { vmap: { key: { concat: [payload('ip', 'daddr'), meta('l4proto'), payload('th', 'dport')] }, data: '@pub4' } }),
+      this.rule('published', { vmap: { key: { concat: [payload('ip6', 'daddr'), meta('l4proto'), payload('th', 'dport')] }, data: '@pub6' } }),
+      this.rule('published', { vmap: { key: { concat: [meta('l4proto'), payload('th', 'dport')] }, data: '@pubany' } }),
+      this.baseChain('prerouting', 'nat', 'prerouting', -100),
+      this.rule('prerouting', eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local'), { jump: { target: 'published' } }),
+      this.baseChain('output', 'nat', 'output', -100),
+      this.rule('output', eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local'), { jump: { target: 'published' } }),
+      this.baseChain('postrouting', 'nat', 'postrouting', 100),
+      this.rule('postrouting', { vmap: { key: meta('oifname'), data: '@post_out' } }),
+      this.rule('postrouting', { vmap: { key: meta('iifname'), data: '@post_in' } }),
+    );
+    for (const n of nets) cmds.push(...this.addNetwork(n));
+    for (const [endpointId, list] of published) cmds.push(...this.publish(endpointId, list));
+    return cmds;
+  }
+
+  /** Removes tnet's table if it is there ("add" first so the delete cannot fail). */
+  dropTable(): NftCommand[] {
+    return [{ add: { table: this.tableObj } }, { delete: { table: this.tableObj } }];
+  }
+
+
+  /** The chains and map entries of one network. */
+  addNetwork(n: FirewallNet): NftCommand[] {
+    const [cin, cout, pin, pout] = ['in', 'out', 'pin', 'pout'].map((p) => chainName(n, p)) as [string, string, string, string];
+    const cmds: NftCommand[] = [cin, cout, pin, pout].map((name) => ({ add: { chain: { ...this.T, name } } }));
+    // Leaving the bridge: to the same bridge only if ICC; never to another tnet bridge; out only if not internal.
+    cmds.push(this.rule(cin, eq(meta('oifname'), n.bridge), n.icc ? ACCEPT : DROP));
+    cmds.push(this.rule(cin, eq(meta('oifname'), '@bridges'), DROP));
+    if (n.internal) cmds.push(this.rule(cin, DROP));
+    // Entering the bridge from elsewhere: replies and published ports only.
+    cmds.push(this.rule(cout, isIn({ ct: { key: 'state' } }, ['established', 'related']), ACCEPT));
+    if (!n.internal) cmds.push(this.rule(cout, isIn({ ct: { key: 'status' } }, 'dnat'), ACCEPT));
+    cmds.push(this.rule(cout, DROP));
+    if (!n.internal && n.masquerade) {
+      for (const s of [n.subnet4, n.subnet6]) {
+        if (s) cmds.push(this.rule(pin, eq(payload(s.family === 4 ? 'ip' : 'ip6', 'saddr'), prefix(s)), ne(meta('oifname'), n.bridge), MASQ));
+      }
+    }
+    // A published port reached from the same bridge (hairpin) or from the host's loopback must
+    // come back through tnet's NAT, so its source is rewritten to the bridge's address.
+    cmds.push(this.rule(pout, eq(meta('iifname'), n.bridge), isIn({ ct: { key: 'status' } }, 'dnat'), MASQ));
+    cmds.push(this.rule(pout, eq(payload('ip', 'saddr'), { prefix: { addr: '127.0.0.0', len: 8 } }), MASQ));
+    cmds.push(
+      this.element('add', 'bridges', [n.bridge]),
+      this.element('add', 'fwd_in', [[n.bridge, { jump: { target: cin } }]]),
+      this.element('add', 'fwd_out', [[n.bridge, { jump: { target: cout } }]]),
+      this.element('add', 'post_in', [[n.bridge, { jump: { target: pin } }]]),
+      this.element('add', 'post_out', [[n.bridge, { jump: { target: pout } }]]),
+    );
+    return cmds;
+  }
+
+  deleteNetwork(n: FirewallNet): NftCommand[] {
+    const cmds: NftCommand[] = [
+      this.element('delete', 'fwd_in', [n.bridge]),
+      this.element('delete', 'fwd_out', [n.bridge]),
+      this.element('delete', 'post_in', [n.bridge]),
+      this.element('delete', 'post_out', [n.bridge]),
+      this.element('delete', 'bridges', [n.bridge]),
+    ];
+    for (const p of ['in', 'out', 'pin', 'pout']) {
+      const name = chainName(n, p);
+      cmds.push({ flush: { chain: { ...this.T, name } } }, { delete: { chain: { ...this.T, name } } });
+    }
+    return cmds;
+  }
+
+  /** An endpoint's published ports: a chain of DNAT rules, and the map keys that lead to it. */
+  publish(endpointId: string, list: readonly Publish[]): NftCommand[] {
+    if (list.length === 0) return [];
+    const chain = portChain(endpointId);
+    const cmds: NftCommand[] = [{ add: { chain: { ...this.T, name: chain } } }];
+    for (const p of list) {
+      const v6 = p.target.includes(':');
+      const match: unknown[] = [eq(meta('nfproto'), v6 ? 'ipv6' : 'ipv4')];
+      if (p.hostIp !== '') match.push(eq(payload(v6 ? 'ip6' : 'ip', 'daddr'), p.hostIp));
+      match.push(eq(meta('l4proto'), p.proto), eq(payload('th', 'dport'), p.hostPort));
+      cmds.push(this.rule(chain, ...match, { dnat: { family: v6 ? 'ip6' : 'ip', addr: p.target, port: p.containerPort } }));
+    }
+    for (const [name, keys] of portKeys(list)) {
+      cmds.push(this.element('add', name, keys.map((k) => [k, { jump: { target: chain } }])));
+    }
+    return cmds;
+  }
+
+  unpublish(endpointId: string, list: readonly Publish[]): NftCommand[] {
+    if (list.length === 0) return [];
+    const chain = portChain(endpointId);
+    const cmds: NftCommand[] = [...portKeys(list)].map(([name, keys]) => this.element('delete', name, keys));
+    cmds.push({ flush: { chain: { ...this.T, name: chain } } }, { delete: { chain: { ...this.T, name: chain } } });
+    return cmds;
+  }
 }

@@ -21,6 +21,16 @@ export interface BridgeConfig {
 
 export const KNOWN_OPTIONS = [BRIDGE_NAME, ENABLE_ICC, ENABLE_IP_MASQUERADE, HOST_BINDING_IPV4, DRIVER_MTU];
 
+/** Short forms for people typing `tnet network create -d bridge -o name=br0`. */
+export const ALIASES: Readonly<Record<string, string>> = {
+  name: BRIDGE_NAME,
+  bridge: BRIDGE_NAME,
+  icc: ENABLE_ICC,
+  masquerade: ENABLE_IP_MASQUERADE,
+  'host-binding-ipv4': HOST_BINDING_IPV4,
+  mtu: DRIVER_MTU,
+};
+
 /** The default bridge name: tnet's prefix and the first 12 hex digits of the network id (15 bytes). */
 export const defaultBridgeName = (networkId: string) => `tn-${networkId.slice(0, 12)}`;
 

@@ -53,12 +53,12 @@ export async function controlServer(
 
   app.get('/networks', async () => {
     const c = await ctl();
-    return c.networks().map((n) => networkView(n, c.state.endpointsOfNetwork(n.id)));
+    return c.networks().map((n) => networkView(n, c.networkDetails(n), c.endpointsOfNetwork(n.id)));
   });
   app.get<{ Params: { ref: string } }>('/networks/:ref', async (req) => {
     const c = await ctl();
     const n = c.network(req.params.ref);
-    return networkView(n, c.state.endpointsOfNetwork(n.id), (id) => c.state.sandbox(id)?.name);
+    return networkView(n, c.networkDetails(n), c.endpointsOfNetwork(n.id), (id) => c.nameOf('sandbox', id));
   });
   app.post<{ Body: Parameters<Controller['createNetwork']>[0] }>(
     '/networks',
@@ -76,7 +76,7 @@ export async function controlServer(
     async (req, reply) => {
       const c = await ctl();
       const n = await c.createNetwork(req.body);
-      return reply.code(201).send(networkView(n));
+      return reply.code(201).send(networkView(n, c.networkDetails(n)));
     },
   );
   app.delete<{ Params: { ref: string } }>('/networks/:ref', async (req, reply) => {
@@ -86,12 +86,12 @@ export async function controlServer(
 
   app.get('/sandboxes', async () => {
     const c = await ctl();
-    return c.sandboxes().map((s) => sandboxView(s, c.state.endpointsOfSandbox(s.id), (id) => c.state.network(id)?.name));
+    return c.sandboxes().map((s) => sandboxView(s, c.endpointsOfSandbox(s.id), (id) => c.nameOf('network', id)));
   });
   app.get<{ Params: { ref: string } }>('/sandboxes/:ref', async (req) => {
     const c = await ctl();
     const s = c.sandbox(req.params.ref);
-    return sandboxView(s, c.state.endpointsOfSandbox(s.id), (id) => c.state.network(id)?.name);
+    return sandboxView(s, c.endpointsOfSandbox(s.id), (id) => c.nameOf('network', id));
   });
   app.post<{ Body: { name: string } }>(
     '/sandboxes',
@@ -123,7 +123,7 @@ export async function controlServer(
       const { network, sandbox, ports, ...rest } = req.body;
       const full = (ports ?? []).map((p) => ({ ...p, hostIp: p.hostIp ?? '', hostPort: p.hostPort ?? 0, hostPortEnd: p.hostPortEnd ?? 0 }));
       const ep = await c.connect(network, sandbox, { ...rest, ports: full });
-      return reply.code(201).send(sandboxView(c.sandbox(sandbox), [ep], (id) => c.state.network(id)?.name).endpoints[0]);
+      return reply.code(201).send(sandboxView(c.sandbox(sandbox), [ep], (id) => c.nameOf('network', id)).endpoints[0]);
     },
   );
   app.post<{ Body: { network: string; sandbox: string } }>(

@@ -1,39 +1,27 @@
 /**
- * The Docker-facing operations on the core: what the remote NetworkDriver and IpamDriver calls
- * (../shared/reference/docker-plugin.md) mean for tnet's networks, endpoints and pools. The plugin
- * face (libnetwork/plugin/) only parses HTTP and maps errors; everything Docker-specific that
- * touches state is here.
+ * The Docker face: what the remote NetworkDriver and IpamDriver calls
+ * (../shared/reference/docker-plugin.md) mean in tnet's CNM verbs. server.ts parses HTTP and maps
+ * errors; this file turns Docker's wire shapes into controller calls and back. It writes no state
+ * of its own: the controller is the only writer.
  *
  * Who owns what:
- * - dockerd owns the lifecycle of Docker networks and endpoints, and hands over the IDs. It never
- *   replays CreateNetwork or RequestPool, so every row is committed before a call returns.
- * - Addresses come from an IPAM that is not the network driver: dockerd's own IPAM ("LocalDefault"
- *   address space) or tnet's IpamDriver ("tnet-local"). The network driver never allocates an
- *   address; CreateEndpoint only records the one it is given.
- * - A network's IPv4/IPv6 subnet is still recorded as a tnet IPAM pool, so lab networks never
- *   overlap Docker's: either tnet's IpamDriver pool (the network takes its own reference on it, so
- *   the pool lives while dockerd or the network holds it) or a "mirror" pool that reserves the
- *   subnet and nothing in it (dockerd's IPAM allocates the addresses).
+ * - dockerd owns the lifecycle of Docker networks and endpoints (owner 'docker'), and hands over
+ *   the IDs. It never replays CreateNetwork or RequestPool, so the controller commits every row
+ *   before a call returns.
+ * - Addresses come from an IPAM that is not the network driver: dockerd's own ("LocalDefault"
+ *   address space) or tnet's IpamDriver ("tnet-local"). A Docker network's addresses are
+ *   'external': CreateEndpoint only records the ones it is given, and the network's subnets are
+ *   still recorded as tnet pools, so lab networks never overlap Docker's.
  * - Endpoints of Docker networks have no sandbox row: dockerd owns the sandbox (SandboxKey) and
- *   moves the interface itself. Their rows are written 'ready' at once (CreateEndpoint does no
- *   kernel work), so the reconcile at start never releases addresses dockerd still holds.
+ *   moves the interface itself.
  */
 import { execFile } from 'node:child_process';
-import { bridgeConfig } from '../drivers/bridge/options.js';
-import type { Controller } from './controller.js';
-import type { JoinInfo } from './driver.js';
-import { TnetError, busy, conflict, invalid, isTnetError, notFound } from './errors.js';
-import { IpAddr } from './ipam/address.js';
-import type { Ipam, Pool } from './ipam/ipam.js';
-import { Subnet } from './ipam/subnet.js';
-import { isErrno, linkDelIfExists } from './kernel/index.js';
-import { log } from './log.js';
-import type { Endpoint, IpConfig, Network, PortRequest, Proto } from './model.js';
-import { ENABLE_IPV6, EXPOSED_PORTS, GENERIC, INTERNAL, MAC_ADDRESS, PORT_MAP, canonicalOptions } from './netlabel.js';
-import { macFor } from './sandbox.js';
-import { transaction } from './txn.js';
-import { checkPortFree, choosePorts } from './ports.js';
-export { hostRoutes } from './hostroutes.js';
+import type { Controller } from '../controller.js';
+import { TnetError, busy, conflict, invalid, isTnetError, notFound } from '../errors.js';
+import { IpAddr } from '../ipam/address.js';
+import { log } from '../log.js';
+import type { Endpoint, Network, PortRequest, Proto } from '../model.js';
+import { ENABLE_IPV6, EXPOSED_PORTS, GENERIC, INTERNAL, MAC_ADDRESS, PORT_MAP } from '../netlabel.js';
 
 // ------------------------------------------------------------------ the wire (Go field names)
 
@@ -194,7 +182,7 @@ function genericOptions(options: Readonly<Record<string, unknown>> | null | unde
     else if (typeof v === 'number' || typeof v === 'boolean') out[k] = String(v);
     else throw invalid(`driver option "${k}" must be a string`, `option ${k}`);
   }
-  return canonicalOptions(out);
+  return out;
 }
 
 /** `com.docker.network.portmap` -> what to publish. Refuses what cannot be published, changing nothing. */
@@ -236,13 +224,6 @@ function macFromOption(v: unknown): string | undefined {
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
-function checkMac(mac: string): string {
-  const m = mac.toLowerCase();
-  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(m)) throw invalid(`MAC address "${mac}" is not of the form 02:42:ac:11:00:02`, `mac "${mac}"`);
-  if ((parseInt(m.slice(0, 2), 16) & 1) === 1) throw invalid(`MAC address "${mac}" is a multicast address`, `mac "${mac}"`);
-  return m;
-}
-
 const short = (id: string) => id.slice(0, 12);
 
 // ------------------------------------------------------------------ the IpamDriver
@@ -255,11 +236,7 @@ const short = (id: string) => id.slice(0, 12);
  * allocations are never released behind dockerd's back.
  */
 export class DockerIpam implements IpamDriverApi {
-  constructor(
-    private readonly ipam: Ipam,
-    /** Subnets an auto-chosen pool must avoid: the host's routes. */
-    private readonly hostRoutes: () => Promise<Subnet[]> = async () => [],
-  ) {}
+  constructor(private readonly c: Controller) {}
 
   capabilities() {
     return { RequiresMACAddress: false, RequiresRequestReplay: false };
@@ -271,66 +248,55 @@ export class DockerIpam implements IpamDriverApi {
 
   async requestPool(r: RequestPoolRequest): Promise<RequestPoolResponse> {
     const subnet = r.Pool || undefined;
-    const avoid = subnet ? [] : await this.hostRoutes();
     if (r.SubPool && !subnet) throw invalid(`a sub-pool (--ip-range ${r.SubPool}) needs an explicit pool (--subnet)`, `sub-pool "${r.SubPool}"`);
-    const pool = this.ipam.requestPool({
+    const pool = await this.c.requestPool({
       addressSpace: r.AddressSpace || LOCAL_ADDRESS_SPACE,
       subnet,
       ipRange: r.SubPool || undefined,
       v6: subnet ? undefined : r.V6 === true,
       noGateway: true,
       shared: true,
-      avoid,
       options: r.Options ?? {},
       owner: 'docker',
     });
     if (subnet && r.V6 !== undefined && pool.v6 !== r.V6) {
-      this.ipam.releasePool(pool.id);
+      await this.c.releasePool(pool.id);
       throw invalid(`pool ${pool.subnet} is IPv${pool.v6 ? 6 : 4} but an IPv${r.V6 ? 6 : 4} pool was requested`, `pool "${subnet}"`);
     }
     return { PoolID: pool.id, Pool: pool.subnet.toString(), Data: {} };
   }
 
   async releasePool(r: { PoolID: string }): Promise<void> {
-    this.ipam.releasePool(r.PoolID);
+    await this.c.releasePool(r.PoolID);
   }
 
   async requestAddress(r: RequestAddressRequest): Promise<RequestAddressResponse> {
-    const pool = this.ipam.getPool(r.PoolID);
+    const pool = await this.c.pool(r.PoolID);
     const gateway = r.Options?.[REQUEST_ADDRESS_TYPE] === GATEWAY_REQUEST;
     let address: IpAddr;
     if (r.Address) {
-      address = this.ipam.requestAddress(pool.id, { address: r.Address, owner: gateway ? 'gateway' : undefined });
+      address = await this.c.requestAddress(pool.id, { address: r.Address, owner: gateway ? 'gateway' : undefined });
     } else if (gateway) {
       // The subnet's first address, as dockerd's own IPAM gives it, else the first free one.
       const first = IpAddr.of(pool.subnet.family, pool.subnet.network + 1n);
       try {
-        address = this.ipam.requestAddress(pool.id, { address: first.toString(), owner: 'gateway' });
+        address = await this.c.requestAddress(pool.id, { address: first.toString(), owner: 'gateway' });
       } catch (e) {
         if (!isTnetError(e, 'conflict') && !isTnetError(e, 'invalid-argument')) throw e;
-        address = this.ipam.requestAddress(pool.id, { owner: 'gateway' });
+        address = await this.c.requestAddress(pool.id, { owner: 'gateway' });
       }
     } else {
-      address = this.ipam.requestAddress(pool.id, {});
+      address = await this.c.requestAddress(pool.id, {});
     }
     return { Address: `${address}/${pool.subnet.prefix}`, Data: {} };
   }
 
   async releaseAddress(r: ReleaseAddressRequest): Promise<void> {
     try {
-      this.ipam.releaseAddress(r.PoolID, r.Address);
+      await this.c.releaseAddress(r.PoolID, r.Address);
     } catch (e) {
       // Idempotent, as dockerd may retry a release whose answer it lost.
-      if (!isTnetError(e, 'not-found') || !this.hasPool(r.PoolID)) throw e;
-    }
-  }
-
-  private hasPool(id: string): boolean {
-    try {
-      this.ipam.getPool(id);
-      return true;
-    } catch {
-      return false;
+      if (!isTnetError(e, 'not-found') || !(await this.c.pool(r.PoolID).then(() => true, () => false))) throw e;
     }
   }
 }
@@ -435,14 +401,14 @@ export interface DockerNetworksOptions {
   readonly dockerUser?: boolean;
 }
 
-/** Docker networks over the Controller: the NetworkDriver calls, one method each. */
+/** Docker networks over the Controller's verbs: the NetworkDriver calls, one method each. */
 export class DockerNetworks implements NetworkDriverApi {
   private readonly driverType: string;
   readonly dockerUser: DockerUserChain | undefined;
   /** Join latency is the container start's: these run only off that path. */
   private readonly onNetwork = (_change: 'up' | 'down', net: Network) => {
     // Docker networks sync inside their own call (the answer waits for it); lab networks here.
-    if (!net.docker) void this.syncDockerUser().catch((e) => log.warn({ err: e }, 'DOCKER-USER sync failed'));
+    if (net.owner !== 'docker') void this.syncDockerUser().catch((e) => log.warn({ err: e }, 'DOCKER-USER sync failed'));
   };
 
   constructor(
@@ -450,8 +416,9 @@ export class DockerNetworks implements NetworkDriverApi {
     opts: DockerNetworksOptions = {},
   ) {
     this.driverType = opts.driver ?? 'bridge';
-    c.driver(this.driverType); // refuses an unknown driver now, not at the first call
-    this.dockerUser = opts.dockerUser === false ? undefined : new DockerUserChain(c.host.tagPrefix);
+    if (!c.driverTypes().includes(this.driverType)) // refuses an unknown driver now, not at the first call
+      throw invalid(`driver "${this.driverType}" is not supported; supported drivers are ${c.driverTypes().join(', ')}`, `driver "${this.driverType}"`);
+    this.dockerUser = opts.dockerUser === false ? undefined : new DockerUserChain(c.tags.prefix);
     // Lab networks made through the CLI need the same accept rules when dockerd drops forwarding.
     c.on('network', this.onNetwork);
   }
@@ -472,10 +439,11 @@ export class DockerNetworks implements NetworkDriverApi {
   /** DOCKER-USER accept rules for every tnet bridge network (lab and Docker alike). */
   async syncDockerUser(): Promise<void> {
     if (!this.dockerUser) return;
-    const bridges = this.c.state
+    const bridges = this.c
       .networks()
-      .filter((n) => n.driver === 'bridge' && n.state !== 'deleting')
-      .map((n) => bridgeConfig(n.id, n.options).bridge);
+      .filter((n) => n.state !== 'deleting')
+      .map((n) => this.c.networkDetails(n).bridge)
+      .filter((b): b is string => b !== undefined);
     await this.dockerUser.sync(bridges);
   }
 
@@ -487,14 +455,14 @@ export class DockerNetworks implements NetworkDriverApi {
 
   /** A ready Docker network of this face, or a not-found error naming it. */
   private net(id: string): Network {
-    const n = this.c.state.network(this.checkId(id, 'network'));
-    if (!n || !n.docker) throw notFound(`network ${short(id)} is not a tnet network (unknown NetworkID ${id})`, `network ${short(id)}`);
+    const n = this.c.findNetwork(this.checkId(id, 'network'));
+    if (!n || n.owner !== 'docker' || n.id !== id) throw notFound(`network ${short(id)} is not a tnet network (unknown NetworkID ${id})`, `network ${short(id)}`);
     if (n.state !== 'ready') throw busy(`network ${short(id)} is being ${n.state === 'creating' ? 'created' : 'deleted'}`, `network ${short(id)}`);
     return n;
   }
 
   private endpoint(net: Network, id: string): Endpoint {
-    const e = this.c.state.endpoint(this.checkId(id, 'endpoint'));
+    const e = this.c.findEndpoint(this.checkId(id, 'endpoint'));
     if (!e || e.networkId !== net.id)
       throw notFound(`endpoint ${short(id)} does not exist on network ${short(net.id)} (unknown EndpointID ${id})`, `endpoint ${short(id)}`);
     return e;
@@ -504,109 +472,40 @@ export class DockerNetworks implements NetworkDriverApi {
 
   async createNetwork(r: CreateNetworkRequest): Promise<void> {
     const id = this.checkId(r.NetworkID, 'network');
-    const driver = this.c.driver(this.driverType);
-    await this.c.locks.exclusive(id, async () => {
-      const existing = this.c.state.network(id);
-      if (existing) {
-        // dockerd retries a call whose answer it lost: the same network again is not an error.
-        if (existing.docker && existing.state === 'ready') return;
-        throw conflict(`network ${short(id)} already exists in tnet (${existing.state})`, `network ${short(id)}`);
-      }
-      const internal = truthy(r.Options?.[INTERNAL]);
-      const v4 = r.IPv4Data ?? [];
-      const v6 = r.IPv6Data ?? [];
-      if (v4.length > 1 || v6.length > 1)
-        throw invalid('a tnet network takes at most one IPv4 and one IPv6 subnet (--subnet given more than once per family)', `network ${short(id)}`);
-      if (v6.length && !truthy(r.Options?.[ENABLE_IPV6]) && r.Options?.[ENABLE_IPV6] !== undefined)
-        throw invalid('IPv6 data was given for a network without IPv6 enabled', `network ${short(id)}`);
-      const options = await driver.checkNetwork({ id, internal, options: genericOptions(r.Options) });
-      const net = this.c.state.tx(() => {
-        const ipv4 = v4[0] ? this.networkPool(id, v4[0], 4) : undefined;
-        const ipv6 = v6[0] ? this.networkPool(id, v6[0], 6) : undefined;
-        let name = `docker-${short(id)}`;
-        if (this.c.state.findNetwork(name)?.name === name) name = id;
-        const n: Network = {
-          id, name, driver: driver.type, state: 'creating', internal, ipv4, ipv6,
-          options, labels: {}, docker: true, created: new Date().toISOString(),
-        };
-        this.c.state.insertNetwork(n);
-        return n;
-      });
-      try {
-        await transaction((t) => driver.createNetwork(net, t));
-      } catch (e) {
-        this.c.state.tx(() => this.c.forgetNetwork(net));
-        throw this.c.explain(e);
-      }
-      this.c.state.setNetworkState(id, 'ready');
-      const ready = { ...net, state: 'ready' as const };
-      this.c.emit('network', 'up', ready);
-      await this.syncDockerUser();
+    const existing = this.c.findNetwork(id);
+    if (existing?.id === id) {
+      // dockerd retries a call whose answer it lost: the same network again is not an error.
+      if (existing.owner === 'docker' && existing.state === 'ready') return;
+      throw conflict(`network ${short(id)} already exists in tnet (${existing.state})`, `network ${short(id)}`);
+    }
+    const v4 = r.IPv4Data ?? [];
+    const v6 = r.IPv6Data ?? [];
+    if (v4.length > 1 || v6.length > 1)
+      throw invalid('a tnet network takes at most one IPv4 and one IPv6 subnet (--subnet given more than once per family)', `network ${short(id)}`);
+    if (v6.length && !truthy(r.Options?.[ENABLE_IPV6]) && r.Options?.[ENABLE_IPV6] !== undefined)
+      throw invalid('IPv6 data was given for a network without IPv6 enabled', `network ${short(id)}`);
+    const spaces = new Set([v4[0]?.AddressSpace, v6[0]?.AddressSpace].filter((x) => x !== undefined));
+    if (spaces.size > 1) throw invalid(`the IPv4 and IPv6 pools come from different address spaces (${[...spaces].join(', ')})`, `network ${short(id)}`);
+    const a4 = subnetOf(v4[0], 4);
+    const a6 = subnetOf(v6[0], 6);
+    await this.c.createNetwork({
+      id, owner: 'docker', driver: this.driverType, internal: truthy(r.Options?.[INTERNAL]), options: genericOptions(r.Options),
+      addresses: 'external', addressSpace: [...spaces][0] ?? '',
+      subnet: a4?.subnet, gateway: a4?.gateway, auxAddresses: a4?.aux,
+      ipv6: v6.length > 0, subnet6: a6?.subnet, gateway6: a6?.gateway, auxAddresses6: a6?.aux,
     });
-  }
-
-  /**
-   * The pool a Docker network's subnet is recorded in. tnet's IpamDriver made it: the network
-   * takes its own reference (an identical shared request). dockerd's IPAM made it: a mirror pool
-   * that reserves the subnet (and gateway and aux addresses) and hands nothing out.
-   */
-  private networkPool(id: string, d: IpamData, family: 4 | 6): IpConfig {
-    let subnet: Subnet;
-    try {
-      subnet = Subnet.parse(d.Pool);
-    } catch (e) {
-      throw invalid(`IPv${family} pool "${d.Pool}" is not a subnet: ${(e as Error).message}`, `pool "${d.Pool}"`);
-    }
-    if (subnet.family !== family) throw invalid(`pool ${subnet} is not IPv${family}`, `pool "${d.Pool}"`);
-    const gateway = d.Gateway ? addressOfCidr(d.Gateway, 'gateway').address : undefined;
-    if (gateway && !subnet.contains(gateway)) throw invalid(`gateway ${gateway} is not in subnet ${subnet}`, `gateway "${d.Gateway}"`);
-    const space = d.AddressSpace ?? '';
-    const ours = this.c.ipam.listPools().find((p) => p.shared && p.addressSpace === space && p.subnet.equals(subnet));
-    let pool: Pool;
-    if (ours) {
-      pool = this.c.ipam.requestPool({
-        addressSpace: ours.addressSpace, subnet: ours.subnet.toString(), ipRange: ours.range.toString(),
-        ...(ours.gateway ? { gateway: ours.gateway.toString() } : { noGateway: true }),
-        auxAddresses: Object.fromEntries(Object.entries(ours.auxAddresses).map(([k, a]) => [k, a.toString()])),
-        shared: true,
-      });
-    } else {
-      const aux: Record<string, string> = {};
-      for (const [k, v] of Object.entries(d.AuxAddresses ?? {})) {
-        const a = v.includes('/') ? addressOfCidr(v, `aux address "${k}"`).address : IpAddr.parse(v);
-        if (!gateway?.equals(a)) aux[k] = a.toString();
-      }
-      pool = this.c.ipam.requestPool({
-        addressSpace: `docker:${space || 'unknown'}`, subnet: subnet.toString(),
-        ...(gateway ? { gateway: gateway.toString() } : { noGateway: true }),
-        auxAddresses: aux, owner: `docker network ${short(id)}`,
-      });
-    }
-    return { poolId: pool.id, subnet, gateway };
+    await this.syncDockerUser();
   }
 
   async deleteNetwork(r: NetworkRef): Promise<void> {
     const id = this.checkId(r.NetworkID, 'network');
-    const found = this.c.state.network(id);
-    if (!found || !found.docker) throw notFound(`network ${short(id)} is not a tnet network (unknown NetworkID ${id})`, `network ${short(id)}`);
-    await this.c.locks.exclusive(id, async () => {
-      const net = this.c.state.network(id);
-      if (!net) return;
-      const d = this.c.driver(net.driver);
-      // dockerd removes its endpoints before the network: any left here are stale (a
-      // DeleteEndpoint lost while the plugin was down), and go with it.
-      for (const ep of this.c.state.endpointsOfNetwork(id)) {
-        log.info({ network: short(id), endpoint: short(ep.id) }, 'removing a stale endpoint with its network');
-        await d.revokeExternalConnectivity(net, ep, ep.ports);
-        await d.leave(net, ep, false);
-        this.c.state.deleteEndpoint(ep.id);
-      }
-      this.c.state.setNetworkState(id, 'deleting');
-      await d.deleteNetwork(net);
-      this.c.state.tx(() => this.c.forgetNetwork(net));
-      this.c.emit('network', 'down', net);
-      await this.syncDockerUser();
-    });
+    const found = this.c.findNetwork(id);
+    if (!found || found.id !== id || found.owner !== 'docker')
+      throw notFound(`network ${short(id)} is not a tnet network (unknown NetworkID ${id})`, `network ${short(id)}`);
+    // dockerd removes its endpoints before the network: any left here are stale (a DeleteEndpoint
+    // lost while the plugin was down), and go with it.
+    await this.c.deleteNetwork(id, { owner: 'docker', removeEndpoints: true });
+    await this.syncDockerUser();
   }
 
   // ---------------------------------------------------------------- endpoints
@@ -614,46 +513,18 @@ export class DockerNetworks implements NetworkDriverApi {
   async createEndpoint(r: CreateEndpointRequest): Promise<CreateEndpointResponse> {
     const net = this.net(r.NetworkID);
     const id = this.checkId(r.EndpointID, 'endpoint');
-    return this.c.locks.shared(net.id, async () => {
-      const iface = r.Interface ?? {};
-      const ipv4 = this.endpointAddress(net, net.ipv4, iface.Address, 4);
-      const ipv6 = this.endpointAddress(net, net.ipv6, iface.AddressIPv6, 6);
-      const given = iface.MacAddress ? checkMac(iface.MacAddress) : macFromOption(r.Options?.[MAC_ADDRESS]);
-      if (given !== undefined) checkMac(given);
-      parsePortMap(r.Options); // bad bindings fail here, before anything is recorded
-      const existing = this.c.state.endpoint(id);
-      if (existing) {
-        if (existing.networkId !== net.id) throw conflict(`endpoint ${short(id)} already exists on another network`, `endpoint ${short(id)}`);
-        return iface.MacAddress ? {} : { Interface: { MacAddress: existing.mac } };
-      }
-      const mac = given ?? macFor(ipv4?.value, id);
-      const ep: Endpoint = {
-        id, name: short(id), networkId: net.id, sandboxId: undefined, state: 'ready', ipv4, ipv6, mac,
-        hostIfname: `tn${short(id)}`, ifname: 'eth', aliases: [], ports: [], gatewayProvider: false,
-        created: new Date().toISOString(),
-      };
-      try {
-        this.c.state.unsynced(() => this.c.state.insertEndpoint(ep)); // dockerd keeps its own record: see State.unsynced
-      } catch (e) {
-        if (/UNIQUE constraint failed: endpoints.host_ifname/.test(String(e)))
-          throw conflict(`endpoint ${short(id)}: another endpoint has the same 12-digit ID prefix`, `endpoint ${short(id)}`);
-        throw e;
-      }
-      this.c.emit('endpoint', 'up', ep, net, undefined);
-      // Only the fields dockerd left empty: setting a given one makes it roll the endpoint back.
-      return iface.MacAddress ? {} : { Interface: { MacAddress: mac } };
-    });
-  }
-
-  private endpointAddress(net: Network, ip: IpConfig | undefined, cidrText: string | undefined, family: 4 | 6): IpAddr | undefined {
-    if (!cidrText) return undefined;
-    const what = family === 4 ? 'Address' : 'AddressIPv6';
-    const { address, prefix } = addressOfCidr(cidrText, what);
-    if (address.family !== family) throw invalid(`${what} ${cidrText} is not IPv${family}`, what);
-    if (!ip) throw invalid(`network ${short(net.id)} has no IPv${family} subnet for ${cidrText}`, what);
-    if (!ip.subnet.contains(address) || prefix !== ip.subnet.prefix)
-      throw invalid(`${what} ${cidrText} is not in the network's subnet ${ip.subnet}`, what);
-    return address;
+    const iface = r.Interface ?? {};
+    const ipv4 = endpointAddress(iface.Address, 4);
+    const ipv6 = endpointAddress(iface.AddressIPv6, 6);
+    for (const [a, cfg] of [[ipv4, net.ipv4], [ipv6, net.ipv6]] as const) {
+      if (a && cfg && a.prefix !== cfg.subnet.prefix)
+        throw invalid(`address ${a.address}/${a.prefix} is not in the network's subnet ${cfg.subnet}`, `endpoint ${short(id)}`);
+    }
+    const mac = iface.MacAddress || macFromOption(r.Options?.[MAC_ADDRESS]);
+    parsePortMap(r.Options); // bad bindings fail here, before anything is recorded
+    const ep = await this.c.createEndpoint(net.id, { id, ipv4: ipv4?.address, ipv6: ipv6?.address, mac });
+    // Only the fields dockerd left empty: setting a given one makes it roll the endpoint back.
+    return iface.MacAddress ? {} : { Interface: { MacAddress: ep.mac } };
   }
 
   async endpointOperInfo(r: EndpointRef): Promise<{ Value: Record<string, unknown> }> {
@@ -663,28 +534,22 @@ export class DockerNetworks implements NetworkDriverApi {
       Proto: PROTO_NUMBERS[p.proto], IP: (p.hostIp.includes(':') ? ep.ipv6 : ep.ipv4)?.toString() ?? '', Port: p.containerPort,
       HostIP: p.hostIp, HostPort: p.hostPort, HostPortEnd: p.hostPort,
     }));
+    const details = this.c.networkDetails(net);
     return {
       Value: {
         [MAC_ADDRESS]: ep.mac,
         [PORT_MAP]: portmap,
         [EXPOSED_PORTS]: ep.ports.map((p) => ({ Proto: PROTO_NUMBERS[p.proto], Port: p.containerPort })),
-        'tnet.host_interface': ep.hostIfname,
-        'tnet.bridge': bridgeConfig(net.id, net.options).bridge,
+        ...(ep.hostIfname ? { 'tnet.host_interface': ep.hostIfname } : {}),
+        ...Object.fromEntries(Object.entries(details).map(([k, v]) => [`tnet.${k}`, v])),
       },
     };
   }
 
   async deleteEndpoint(r: EndpointRef): Promise<void> {
     const net = this.net(r.NetworkID);
-    const ep = this.endpoint(net, r.EndpointID);
-    await this.c.locks.shared(net.id, async () => {
-      const d = this.c.driver(net.driver);
-      await d.revokeExternalConnectivity(net, ep, ep.ports);
-      await d.leave(net, ep, false);
-      // Not Controller.forgetEndpoint: the addresses are the IPAM's (dockerd releases them itself).
-      this.c.state.deleteEndpoint(ep.id);
-      this.c.emit('endpoint', 'down', ep, net, undefined);
-    });
+    this.endpoint(net, r.EndpointID);
+    await this.c.deleteEndpoint(net.id, r.EndpointID);
   }
 
   async join(r: JoinRequest): Promise<JoinResponse> {
@@ -692,71 +557,55 @@ export class DockerNetworks implements NetworkDriverApi {
     const ep = this.endpoint(net, r.EndpointID);
     if (typeof r.SandboxKey !== 'string' || !r.SandboxKey.startsWith('/'))
       throw invalid(`SandboxKey ${JSON.stringify(r.SandboxKey)} is not a namespace path`, `endpoint ${short(ep.id)}`);
-    return this.c.locks.shared(net.id, async () => {
-      const d = this.c.driver(net.driver);
-      let info: JoinInfo;
-      try {
-        info = await transaction((t) => d.join(net, ep, { kind: 'external' }, t));
-      } catch (e) {
-        if (!isErrno(e, 'EEXIST')) throw this.c.explain(e);
-        // A Join retried after a lost answer: the old host end goes, a fresh pair is made.
-        await linkDelIfExists(this.c.host.rtnl, ep.hostIfname);
-        info = await transaction((t) => d.join(net, ep, { kind: 'external' }, t)).catch((e2: unknown) => {
-          throw this.c.explain(e2);
-        });
-      }
-      if (!info.srcName) throw new TnetError('internal', `driver ${net.driver} gave no interface for dockerd to move`);
-      return {
-        InterfaceName: { SrcName: info.srcName, DstPrefix: 'eth' },
-        ...(info.gateway4 ? { Gateway: info.gateway4.toString() } : {}),
-        ...(info.gateway6 ? { GatewayIPv6: info.gateway6.toString() } : {}),
-        StaticRoutes: info.staticRoutes.map((s) => ({
-          Destination: s.destination, RouteType: s.nextHop ? 0 : 1, ...(s.nextHop ? { NextHop: s.nextHop } : {}),
-        })),
-        DisableGatewayService: false,
-      };
-    });
+    const a = await this.c.join(net.id, ep.id);
+    if (!a.srcName) throw new TnetError('internal', `driver ${net.driver} gave no interface for dockerd to move`);
+    return {
+      InterfaceName: { SrcName: a.srcName, DstPrefix: 'eth' },
+      ...(a.gateway4 ? { Gateway: a.gateway4.toString() } : {}),
+      ...(a.gateway6 ? { GatewayIPv6: a.gateway6.toString() } : {}),
+      StaticRoutes: a.staticRoutes.map((s) => ({
+        Destination: s.destination, RouteType: s.nextHop ? 0 : 1, ...(s.nextHop ? { NextHop: s.nextHop } : {}),
+      })),
+      DisableGatewayService: false,
+    };
   }
 
   async leave(r: EndpointRef): Promise<void> {
     const net = this.net(r.NetworkID);
-    const ep = this.endpoint(net, r.EndpointID);
-    await this.c.locks.shared(net.id, () => this.c.driver(net.driver).leave(net, ep, false));
+    this.endpoint(net, r.EndpointID);
+    await this.c.leave(net.id, r.EndpointID);
   }
 
   async programExternalConnectivity(r: ProgramRequest): Promise<void> {
     const net = this.net(r.NetworkID);
-    const ep0 = this.endpoint(net, r.EndpointID);
-    const requests = parsePortMap(r.Options);
-    if (net.internal || requests.length === 0 || ep0.ports.length > 0) return;
-    await this.c.locks.shared(net.id, async () => {
-      const defaultHostIp = bridgeConfig(net.id, net.options).hostBindingIpv4;
-      const ports = await choosePorts(this.c.state, requests.map((q) => (q.hostIp === '' ? { ...q, hostIp: defaultHostIp } : q)));
-      const ep = this.c.state.tx(() => {
-        const cur = this.endpoint(net, ep0.id);
-        if (cur.ports.length > 0) return undefined; // programmed by a concurrent call
-        for (const p of ports) checkPortFree(this.c.state, p);
-        for (const p of ports) this.c.state.insertPort(cur.id, p);
-        return { ...cur, ports };
-      });
-      if (!ep) return;
-      try {
-        await transaction((t) => this.c.driver(net.driver).programExternalConnectivity(net, ep, ports, t));
-      } catch (e) {
-        this.c.state.deletePorts(ep.id);
-        throw this.c.explain(e);
-      }
-    });
+    this.endpoint(net, r.EndpointID);
+    await this.c.publishPorts(net.id, r.EndpointID, parsePortMap(r.Options));
   }
 
   async revokeExternalConnectivity(r: EndpointRef): Promise<void> {
     const net = this.net(r.NetworkID);
-    const ep = this.endpoint(net, r.EndpointID);
-    if (ep.ports.length === 0) return;
-    await this.c.locks.shared(net.id, async () => {
-      await this.c.driver(net.driver).revokeExternalConnectivity(net, ep, ep.ports);
-      this.c.state.deletePorts(ep.id);
-    });
+    this.endpoint(net, r.EndpointID);
+    await this.c.unpublishPorts(net.id, r.EndpointID);
   }
 }
 
+/** One family's IpamData as the controller's subnet request (gateway and aux addresses without prefix lengths). */
+function subnetOf(d: IpamData | undefined, family: 4 | 6): { subnet: string; gateway?: string; aux: Record<string, string> } | undefined {
+  if (!d) return undefined;
+  if (typeof d.Pool !== 'string') throw invalid(`IPv${family} pool ${JSON.stringify(d.Pool)} is not a subnet`, 'pool');
+  const gateway = d.Gateway ? addressOfCidr(d.Gateway, 'gateway').address.toString() : undefined;
+  const aux: Record<string, string> = {};
+  for (const [k, v] of Object.entries(d.AuxAddresses ?? {})) {
+    aux[k] = (v.includes('/') ? addressOfCidr(v, `aux address "${k}"`).address : IpAddr.parse(v)).toString();
+  }
+  return { subnet: d.Pool, gateway, aux };
+}
+
+/** An endpoint's address as dockerd sends it (CIDR), checked for its family. */
+function endpointAddress(cidrText: string | undefined, family: 4 | 6): { address: IpAddr; prefix: number } | undefined {
+  if (!cidrText) return undefined;
+  const what = family === 4 ? 'Address' : 'AddressIPv6';
+  const a = addressOfCidr(cidrText, what);
+  if (a.address.family !== family) throw invalid(`${what} ${cidrText} is not IPv${family}`, what);
+  return a;
+}

@@ -14,7 +14,7 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Controller } from '../controller.js';
-import type { DockerNetworks, IpamDriverApi, NetworkDriverApi } from '../docker.js';
+import type { DockerNetworks, IpamDriverApi, NetworkDriverApi } from './docker.js';
 import { EarlySocket, SocketInUse } from '../early-socket.js';
 import { conflict } from '../errors.js';
 
@@ -23,8 +23,8 @@ export type { PluginBackends, PluginAppOptions } from './server.js';
 export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
 
 /** The Docker operations and the kernel modules under them load when first needed, not before the socket. */
-let dockerModule: Promise<typeof import('../docker.js')> | undefined;
-const docker = () => (dockerModule ??= import('../docker.js'));
+let dockerModule: Promise<typeof import('./docker.js')> | undefined;
+const docker = () => (dockerModule ??= import('./docker.js'));
 
 /** The logger (pino) loads after the sockets listen too: it alone costs ~90 ms of start-up. */
 type Logger = (typeof import('../log.js'))['log'];
@@ -111,8 +111,8 @@ export async function startPlugin(controller: Controller | Promise<Controller>, 
       nets.catch(() => undefined);
       const ipam = first
         ? lazyIpam(docker, ready.then(async (c) => {
-            const { DockerIpam, hostRoutes } = await docker();
-            return new DockerIpam(c.ipam, () => hostRoutes(c.host.rtnl));
+            const { DockerIpam } = await docker();
+            return new DockerIpam(c);
           }))
         : undefined;
       first = false;
@@ -167,7 +167,7 @@ function lazyNetwork(p: Promise<NetworkDriverApi>): NetworkDriverApi {
   };
 }
 
-function lazyIpam(docker: () => Promise<typeof import('../docker.js')>, p: Promise<IpamDriverApi>): IpamDriverApi {
+function lazyIpam(docker: () => Promise<typeof import('./docker.js')>, p: Promise<IpamDriverApi>): IpamDriverApi {
   p.catch(() => undefined);
   return {
     capabilities: () => ({ RequiresMACAddress: false, RequiresRequestReplay: false }),

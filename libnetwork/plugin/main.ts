@@ -23,7 +23,7 @@ let dns: DnsService | undefined;
 openController(
   (async () => {
     const { Controller } = await import('../controller.js');
-    const opened = await Controller.open({ stateDir: arg('state-dir') });
+    const opened = await Controller.open({ stateDir: arg('state-dir'), scope: '' });
     // Before any Docker call sees the controller, so the DNS service misses no network. Docker
     // networks only: a tnet daemon next to this process serves the lab sandboxes' 127.0.0.11.
     const { startDnsService } = await import('../../dns/service.js');

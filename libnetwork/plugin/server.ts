@@ -1,6 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { IpamDriverApi, NetworkDriverApi } from '../docker.js';
+import type { IpamDriverApi, NetworkDriverApi } from './docker.js';
 import { TnetError } from '../errors.js';
 import { KernelError } from '../kernel/error.js';
 import { log } from '../log.js';

@@ -34,18 +34,30 @@ export function openDb(dir: string, migrations: readonly Migration[] = []): Db {
   return db;
 }
 
-/** Applies the migrations not yet recorded in the database. Safe to call again with more. */
+/**
+ * Applies the migrations not yet recorded in the database. Safe to call again with more.
+ * Foreign keys are off while a migration runs (SQLite's way to rebuild a table: dropping the old
+ * one would otherwise cascade into the rows that reference it) and checked before it commits.
+ */
 export function migrate(db: Db, migrations: readonly Migration[]): void {
   db.exec('CREATE TABLE IF NOT EXISTS migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
   const done = new Set(
     (db.prepare('SELECT id FROM migrations').all() as { id: string }[]).map((r) => r.id),
   );
   const record = db.prepare("INSERT INTO migrations (id, applied_at) VALUES (?, datetime('now'))");
+  const fk = db.pragma('foreign_keys', { simple: true }) as number;
   for (const m of migrations) {
     if (done.has(m.id)) continue;
-    db.transaction(() => {
-      db.exec(m.sql);
-      record.run(m.id);
-    }).immediate();
+    db.pragma('foreign_keys = OFF');
+    try {
+      db.transaction(() => {
+        db.exec(m.sql);
+        const broken = db.pragma('foreign_key_check') as unknown[];
+        if (broken.length) throw new Error(`migration ${m.id} left ${broken.length} rows with broken references`);
+        record.run(m.id);
+      }).immediate();
+    } finally {
+      db.pragma(`foreign_keys = ${fk ? 'ON' : 'OFF'}`);
+    }
   }
 }

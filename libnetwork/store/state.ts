@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { IpAddr } from '../ipam/address.js';
 import { Subnet } from '../ipam/subnet.js';
-import type { Endpoint, IpConfig, Lifecycle, Network, PortMapping, Sandbox } from '../model.js';
+import type { AddressSource, Endpoint, IpConfig, Lifecycle, Network, Owner, PortMapping, Sandbox } from '../model.js';
+import { conflict, invalid } from '../errors.js';
 import type { Db, Migration } from './db.js';
 
 /**
@@ -66,11 +67,94 @@ export const migrations: Migration[] = [
       CREATE INDEX ports_by_endpoint ON ports(endpoint_id);
     `,
   },
+  {
+    // 0.1.0 -> 0.2.0: the Docker flag becomes an owner (docker, a lab, none) with names unique per
+    // owner; an endpoint's host interface is optional (a macvlan has none); the instance gets the
+    // scope its host-wide kernel names carry (existing state keeps the unscoped names it made);
+    // drivers get a table of their own. Tables are rebuilt (SQLite cannot change a column's
+    // constraints in place); migrate() turns foreign keys off around it and checks them after.
+    id: 'core-2',
+    sql: `
+      ALTER TABLE instance ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+      CREATE TABLE networks_v2 (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        driver TEXT NOT NULL,
+        state TEXT NOT NULL,
+        internal INTEGER NOT NULL,
+        pool4 TEXT, subnet4 TEXT, gateway4 TEXT,
+        pool6 TEXT, subnet6 TEXT, gateway6 TEXT,
+        addresses TEXT NOT NULL,
+        options TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        created TEXT NOT NULL,
+        UNIQUE (owner, name)
+      );
+      INSERT INTO networks_v2 (id, name, owner, driver, state, internal, pool4, subnet4, gateway4,
+          pool6, subnet6, gateway6, addresses, options, labels, created)
+        SELECT id, name, CASE docker WHEN 1 THEN 'docker' ELSE '' END, driver, state, internal,
+          pool4, subnet4, gateway4, pool6, subnet6, gateway6,
+          CASE docker WHEN 1 THEN 'external' ELSE 'tnet' END, options, labels, created
+        FROM networks;
+      DROP TABLE networks;
+      ALTER TABLE networks_v2 RENAME TO networks;
+
+      CREATE TABLE sandboxes_v2 (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        netns TEXT NOT NULL,
+        created TEXT NOT NULL,
+        UNIQUE (owner, name)
+      );
+      INSERT INTO sandboxes_v2 (id, name, owner, kind, state, netns, created)
+        SELECT id, name, '', kind, state, netns, created FROM sandboxes;
+      DROP TABLE sandboxes;
+      ALTER TABLE sandboxes_v2 RENAME TO sandboxes;
+
+      CREATE TABLE endpoints_v2 (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        network_id TEXT NOT NULL REFERENCES networks(id),
+        sandbox_id TEXT REFERENCES sandboxes(id),
+        state TEXT NOT NULL,
+        ipv4 TEXT, ipv6 TEXT,
+        mac TEXT NOT NULL,
+        host_ifname TEXT UNIQUE,
+        ifname TEXT NOT NULL,
+        aliases TEXT NOT NULL,
+        gateway_provider INTEGER NOT NULL,
+        created TEXT NOT NULL,
+        UNIQUE (sandbox_id, ifname)
+      );
+      INSERT INTO endpoints_v2 (id, name, network_id, sandbox_id, state, ipv4, ipv6, mac, host_ifname,
+          ifname, aliases, gateway_provider, created)
+        SELECT id, name, network_id, sandbox_id, state, ipv4, ipv6, mac, host_ifname,
+          ifname, aliases, gateway_provider, created
+        FROM endpoints;
+      DROP TABLE endpoints;
+      ALTER TABLE endpoints_v2 RENAME TO endpoints;
+      CREATE INDEX endpoints_by_network ON endpoints(network_id);
+      CREATE INDEX endpoints_by_sandbox ON endpoints(sandbox_id);
+
+      -- Each driver's own records (overlay peers, macvlan parents it made): key/value per driver.
+      CREATE TABLE driver_kv (
+        driver TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (driver, key)
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 interface NetworkRow {
   id: string;
   name: string;
+  owner: string;
   driver: string;
   state: string;
   internal: number;
@@ -80,15 +164,16 @@ interface NetworkRow {
   pool6: string | null;
   subnet6: string | null;
   gateway6: string | null;
+  addresses: string;
   options: string;
   labels: string;
-  docker: number;
   created: string;
 }
 
 interface SandboxRow {
   id: string;
   name: string;
+  owner: string;
   kind: string;
   state: string;
   netns: string;
@@ -104,7 +189,7 @@ interface EndpointRow {
   ipv4: string | null;
   ipv6: string | null;
   mac: string;
-  host_ifname: string;
+  host_ifname: string | null;
   ifname: string;
   aliases: string;
   gateway_provider: number;
@@ -124,6 +209,17 @@ function ipConfig(pool: string | null, subnet: string | null, gateway: string | 
   return { poolId: pool, subnet: Subnet.parse(subnet), gateway: gateway ? IpAddr.parse(gateway) : undefined };
 }
 
+function poolColumns(ipv4: IpConfig | undefined, ipv6: IpConfig | undefined) {
+  return {
+    pool4: ipv4?.poolId ?? null,
+    subnet4: ipv4?.subnet.toString() ?? null,
+    gateway4: ipv4?.gateway?.toString() ?? null,
+    pool6: ipv6?.poolId ?? null,
+    subnet6: ipv6?.subnet.toString() ?? null,
+    gateway6: ipv6?.gateway?.toString() ?? null,
+  };
+}
+
 const toPort = (r: PortRow): PortMapping => ({
   proto: r.proto as PortMapping['proto'],
   hostIp: r.host_ip,
@@ -131,36 +227,62 @@ const toPort = (r: PortRow): PortMapping => ({
   containerPort: r.container_port,
 });
 
+const NETWORK_COLUMNS = ['id', 'name', 'owner', 'driver', 'state', 'internal', 'pool4', 'subnet4', 'gateway4',
+  'pool6', 'subnet6', 'gateway6', 'addresses', 'options', 'labels', 'created'] as const;
+const SANDBOX_COLUMNS = ['id', 'name', 'owner', 'kind', 'state', 'netns', 'created'] as const;
+const ENDPOINT_COLUMNS = ['id', 'name', 'network_id', 'sandbox_id', 'state', 'ipv4', 'ipv6', 'mac', 'host_ifname',
+  'ifname', 'aliases', 'gateway_provider', 'created'] as const;
+const PORT_COLUMNS = ['endpoint_id', 'proto', 'host_ip', 'host_port', 'container_port'] as const;
+
 export function newId(): string {
   return randomBytes(32).toString('hex');
 }
 
+/** The scope of a new instance: its id unless the opener names one (see ControllerOptions.scope). */
+const SCOPE = /^[a-z0-9]{0,8}$/;
+
 export class State {
   readonly db: Db;
+  /** This state's owner tag: every kernel object it makes carries `tnet:<instance>:`. */
   readonly instance: string;
+  /** What host-wide kernel names (namespaces, the nft table) carry so instances do not collide; '' = none. */
+  readonly scope: string;
   private readonly s;
 
-  constructor(db: Db) {
+  constructor(db: Db, opts: { scope?: string } = {}) {
     this.db = db;
-    const row = db.prepare('SELECT id FROM instance').get() as { id: string } | undefined;
-    if (row) this.instance = row.id;
-    else {
+    if (opts.scope !== undefined && !SCOPE.test(opts.scope))
+      throw invalid(`scope "${opts.scope}" must be at most 8 lowercase letters or digits`, `scope "${opts.scope}"`);
+    const row = db.prepare('SELECT id, scope FROM instance').get() as { id: string; scope: string } | undefined;
+    if (row) {
+      if (opts.scope !== undefined && opts.scope !== row.scope)
+        throw conflict(
+          `this state directory's instance uses scope "${row.scope}" for its kernel names, not "${opts.scope}"; open it without a scope or with "${row.scope}"`,
+          `scope "${opts.scope}"`,
+        );
+      this.instance = row.id;
+      this.scope = row.scope;
+    } else {
       this.instance = randomBytes(4).toString('hex');
-      db.prepare('INSERT INTO instance (id) VALUES (?)').run(this.instance);
+      this.scope = opts.scope ?? this.instance;
+      db.prepare('INSERT INTO instance (id, scope) VALUES (?, ?)').run(this.instance, this.scope);
     }
+    const cols = (table: string, names: readonly string[]) =>
+      db.prepare(`INSERT INTO ${table} (${names.join(', ')}) VALUES (${names.map((n) => '@' + n).join(', ')})`);
     this.s = {
       netById: db.prepare('SELECT * FROM networks WHERE id = ?'),
-      netByName: db.prepare('SELECT * FROM networks WHERE name = ?'),
+      netByName: db.prepare('SELECT * FROM networks WHERE name = ? ORDER BY owner'),
       netByPrefix: db.prepare("SELECT * FROM networks WHERE id LIKE ? || '%'"),
       nets: db.prepare('SELECT * FROM networks ORDER BY created, name'),
-      netInsert: db.prepare(`INSERT INTO networks VALUES (@id, @name, @driver, @state, @internal,
-        @pool4, @subnet4, @gateway4, @pool6, @subnet6, @gateway6, @options, @labels, @docker, @created)`),
+      netInsert: cols('networks', NETWORK_COLUMNS),
       netState: db.prepare('UPDATE networks SET state = ? WHERE id = ?'),
+      netPools: db.prepare(`UPDATE networks SET pool4 = @pool4, subnet4 = @subnet4, gateway4 = @gateway4,
+        pool6 = @pool6, subnet6 = @subnet6, gateway6 = @gateway6 WHERE id = @id`),
       netDelete: db.prepare('DELETE FROM networks WHERE id = ?'),
       sbById: db.prepare('SELECT * FROM sandboxes WHERE id = ?'),
-      sbByName: db.prepare('SELECT * FROM sandboxes WHERE name = ?'),
+      sbByName: db.prepare('SELECT * FROM sandboxes WHERE name = ? ORDER BY owner'),
       sbs: db.prepare('SELECT * FROM sandboxes ORDER BY created, name'),
-      sbInsert: db.prepare('INSERT INTO sandboxes VALUES (@id, @name, @kind, @state, @netns, @created)'),
+      sbInsert: cols('sandboxes', SANDBOX_COLUMNS),
       sbState: db.prepare('UPDATE sandboxes SET state = ? WHERE id = ?'),
       sbDelete: db.prepare('DELETE FROM sandboxes WHERE id = ?'),
       epById: db.prepare('SELECT * FROM endpoints WHERE id = ?'),
@@ -168,19 +290,20 @@ export class State {
       epsByNet: db.prepare('SELECT * FROM endpoints WHERE network_id = ? ORDER BY created'),
       epsBySb: db.prepare('SELECT * FROM endpoints WHERE sandbox_id = ? ORDER BY ifname'),
       epCountByNet: db.prepare('SELECT count(*) AS n FROM endpoints WHERE network_id = ?'),
-      epInsert: db.prepare(`INSERT INTO endpoints VALUES (@id, @name, @network_id, @sandbox_id, @state,
-        @ipv4, @ipv6, @mac, @host_ifname, @ifname, @aliases, @gateway_provider, @created)`),
+      epInsert: cols('endpoints', ENDPOINT_COLUMNS),
       epState: db.prepare('UPDATE endpoints SET state = ? WHERE id = ?'),
-      epSandbox: db.prepare('UPDATE endpoints SET sandbox_id = ?, ifname = ?, gateway_provider = ? WHERE id = ?'),
+      epAddresses: db.prepare('UPDATE endpoints SET ipv4 = ?, ipv6 = ?, mac = ? WHERE id = ?'),
       epGatewayProvider: db.prepare('UPDATE endpoints SET gateway_provider = ? WHERE id = ?'),
       epDelete: db.prepare('DELETE FROM endpoints WHERE id = ?'),
       ports: db.prepare('SELECT * FROM ports'),
       portsByEp: db.prepare('SELECT * FROM ports WHERE endpoint_id = ? ORDER BY proto, host_port'),
       portsOnPort: db.prepare('SELECT * FROM ports WHERE proto = ? AND host_port = ?'),
-      portInsert: db.prepare(
-        'INSERT INTO ports VALUES (@endpoint_id, @proto, @host_ip, @host_port, @container_port)',
-      ),
+      portInsert: cols('ports', PORT_COLUMNS),
       portsDelete: db.prepare('DELETE FROM ports WHERE endpoint_id = ?'),
+      kvGet: db.prepare('SELECT value FROM driver_kv WHERE driver = ? AND key = ?'),
+      kvPut: db.prepare('INSERT OR REPLACE INTO driver_kv (driver, key, value) VALUES (?, ?, ?)'),
+      kvDelete: db.prepare('DELETE FROM driver_kv WHERE driver = ? AND key = ?'),
+      kvList: db.prepare("SELECT key, value FROM driver_kv WHERE driver = ? AND substr(key, 1, length(?)) = ? ORDER BY key"),
     };
   }
 
@@ -214,14 +337,15 @@ export class State {
     return {
       id: r.id,
       name: r.name,
-      driver: r.driver as Network['driver'],
+      owner: r.owner as Owner,
+      driver: r.driver,
       state: r.state as Lifecycle,
       internal: r.internal === 1,
       ipv4: ipConfig(r.pool4, r.subnet4, r.gateway4),
       ipv6: ipConfig(r.pool6, r.subnet6, r.gateway6),
       options: JSON.parse(r.options) as Record<string, string>,
       labels: JSON.parse(r.labels) as Record<string, string>,
-      docker: r.docker === 1,
+      addresses: r.addresses as AddressSource,
       created: r.created,
     };
   }
@@ -230,10 +354,16 @@ export class State {
     return this.net(this.s.netById.get(id) as NetworkRow | undefined);
   }
 
-  /** By exact id, exact name, or a unique id prefix (as `docker network inspect` accepts). */
-  findNetwork(ref: string): Network | undefined {
-    const exact = (this.s.netById.get(ref) ?? this.s.netByName.get(ref)) as NetworkRow | undefined;
-    if (exact) return this.net(exact);
+  /**
+   * By exact id, a name (`owner` given: that owner's; else the unowned network of that name, or
+   * the only one), or a unique id prefix (as `docker network inspect` accepts).
+   */
+  findNetwork(ref: string, owner?: Owner): Network | undefined {
+    const byId = this.s.netById.get(ref) as NetworkRow | undefined;
+    if (byId) return this.net(byId);
+    const named = byName(this.s.netByName.all(ref) as NetworkRow[], owner);
+    if (named) return this.net(named);
+    if (owner !== undefined) return undefined;
     if (!/^[0-9a-f]{4,63}$/.test(ref)) return undefined;
     const rows = this.s.netByPrefix.all(ref) as NetworkRow[];
     return rows.length === 1 ? this.net(rows[0]) : undefined;
@@ -247,20 +377,21 @@ export class State {
     this.s.netInsert.run({
       id: n.id,
       name: n.name,
+      owner: n.owner,
       driver: n.driver,
       state: n.state,
       internal: n.internal ? 1 : 0,
-      pool4: n.ipv4?.poolId ?? null,
-      subnet4: n.ipv4?.subnet.toString() ?? null,
-      gateway4: n.ipv4?.gateway?.toString() ?? null,
-      pool6: n.ipv6?.poolId ?? null,
-      subnet6: n.ipv6?.subnet.toString() ?? null,
-      gateway6: n.ipv6?.gateway?.toString() ?? null,
+      ...poolColumns(n.ipv4, n.ipv6),
       options: JSON.stringify(n.options),
       labels: JSON.stringify(n.labels),
-      docker: n.docker ? 1 : 0,
+      addresses: n.addresses,
       created: n.created,
     });
+  }
+
+  /** The pools chosen after the intent row was written (see Controller.createNetwork). */
+  setNetworkPools(id: string, ipv4: IpConfig | undefined, ipv6: IpConfig | undefined): void {
+    this.s.netPools.run({ id, ...poolColumns(ipv4, ipv6) });
   }
 
   setNetworkState(id: string, state: Lifecycle): void {
@@ -281,6 +412,7 @@ export class State {
     return {
       id: r.id,
       name: r.name,
+      owner: r.owner as Owner,
       kind: r.kind as Sandbox['kind'],
       state: r.state as Lifecycle,
       netns: r.netns,
@@ -292,8 +424,10 @@ export class State {
     return this.sb(this.s.sbById.get(id) as SandboxRow | undefined);
   }
 
-  findSandbox(ref: string): Sandbox | undefined {
-    return this.sb((this.s.sbById.get(ref) ?? this.s.sbByName.get(ref)) as SandboxRow | undefined);
+  /** By id, or by name as findNetwork. */
+  findSandbox(ref: string, owner?: Owner): Sandbox | undefined {
+    const byId = this.s.sbById.get(ref) as SandboxRow | undefined;
+    return this.sb(byId ?? byName(this.s.sbByName.all(ref) as SandboxRow[], owner));
   }
 
   sandboxes(): Sandbox[] {
@@ -301,7 +435,7 @@ export class State {
   }
 
   insertSandbox(s: Sandbox): void {
-    this.s.sbInsert.run({ ...s });
+    this.s.sbInsert.run({ id: s.id, name: s.name, owner: s.owner, kind: s.kind, state: s.state, netns: s.netns, created: s.created });
   }
 
   setSandboxState(id: string, state: Lifecycle): void {
@@ -324,7 +458,7 @@ export class State {
       ipv4: r.ipv4 ? IpAddr.parse(r.ipv4) : undefined,
       ipv6: r.ipv6 ? IpAddr.parse(r.ipv6) : undefined,
       mac: r.mac,
-      hostIfname: r.host_ifname,
+      hostIfname: r.host_ifname ?? undefined,
       ifname: r.ifname,
       aliases: JSON.parse(r.aliases) as string[],
       ports: (this.s.portsByEp.all(r.id) as PortRow[]).map(toPort),
@@ -359,7 +493,7 @@ export class State {
       ipv4: e.ipv4?.toString() ?? null,
       ipv6: e.ipv6?.toString() ?? null,
       mac: e.mac,
-      host_ifname: e.hostIfname,
+      host_ifname: e.hostIfname ?? null,
       ifname: e.ifname,
       aliases: JSON.stringify(e.aliases),
       gateway_provider: e.gatewayProvider ? 1 : 0,
@@ -372,8 +506,9 @@ export class State {
     this.s.epState.run(state, id);
   }
 
-  setEndpointSandbox(id: string, sandboxId: string | undefined, ifname: string, gatewayProvider: boolean): void {
-    this.s.epSandbox.run(sandboxId ?? null, ifname, gatewayProvider ? 1 : 0, id);
+  /** Addresses chosen after the intent row was written (see Controller.createEndpoint). */
+  setEndpointAddresses(id: string, ipv4: IpAddr | undefined, ipv6: IpAddr | undefined, mac: string): void {
+    this.s.epAddresses.run(ipv4?.toString() ?? null, ipv6?.toString() ?? null, mac, id);
   }
 
   setGatewayProvider(id: string, provider: boolean): void {
@@ -410,4 +545,27 @@ export class State {
   allPorts(): (PortMapping & { endpointId: string })[] {
     return (this.s.ports.all() as PortRow[]).map((r) => ({ ...toPort(r), endpointId: r.endpoint_id }));
   }
+
+  // ---- drivers' own records
+  kvGet(driver: string, key: string): string | undefined {
+    return (this.s.kvGet.get(driver, key) as { value: string } | undefined)?.value;
+  }
+
+  kvPut(driver: string, key: string, value: string): void {
+    this.s.kvPut.run(driver, key, value);
+  }
+
+  kvDelete(driver: string, key: string): void {
+    this.s.kvDelete.run(driver, key);
+  }
+
+  kvList(driver: string, prefix: string): { key: string; value: string }[] {
+    return this.s.kvList.all(driver, prefix, prefix) as { key: string; value: string }[];
+  }
+}
+
+/** The row of that owner's name; without an owner, the unowned one, else the only one. */
+function byName<R extends { owner: string }>(rows: readonly R[], owner: Owner | undefined): R | undefined {
+  if (owner !== undefined) return rows.find((r) => r.owner === owner);
+  return rows.find((r) => r.owner === '') ?? (rows.length === 1 ? rows[0] : undefined);
 }

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { assertClean, background, inSandbox, isolate, leftovers, makeOutside, ping, sh, stateDir, until } from './harness.js';
+import { assertClean, background, inSandbox, isolate, leftovers, makeOutside, netnsOf, ping, sh, stateDir, until } from './harness.js';
 
 await isolate();
 const { Controller } = await import('../../libnetwork/controller.js');
@@ -23,12 +23,12 @@ t.test('two sandboxes on one bridge: ping, NAT out, published ports from host, o
   t.ok(ping('a', out.ip), 'a reaches the outside namespace through NAT');
   t.match(inSandbox('a', 'ip route show default').out, /default via 10\.31\.0\.1 dev eth0/, 'default route via the gateway');
 
-  const server = background(t, `ip netns exec tn-b socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:'echo hello-from-b'`);
+  const server = background(t, `ip netns exec ${netnsOf('b')} socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:'echo hello-from-b'`);
   t.ok(await until(() => inSandbox('b', 'ss -ltn').out.includes(':80')), 'server listening in b');
   t.equal(fetchTcp('', out.hostIp, 8080), 'hello-from-b', 'published port answers from the host (host address)');
   t.equal(fetchTcp('', '127.0.0.1', 8080), 'hello-from-b', 'published port answers from the host on 127.0.0.1');
   t.equal(fetchTcp(`ip netns exec ${out.ns}`, out.hostIp, 8080), 'hello-from-b', 'published port answers from the outside');
-  t.equal(fetchTcp('ip netns exec tn-a', out.hostIp, 8080), 'hello-from-b', 'published port answers from another sandbox on the bridge (hairpin)');
+  t.equal(fetchTcp(`ip netns exec ${netnsOf('a')}`, out.hostIp, 8080), 'hello-from-b', 'published port answers from another sandbox on the bridge (hairpin)');
   server.kill();
 
   await c.deleteSandbox('a');
@@ -73,7 +73,7 @@ t.test('bad input: a clear error naming the problem, and nothing changes', async
   await c.connect('n1', 's1', { ip: '10.40.0.10', ports: [{ proto: 'tcp', containerPort: 80, hostIp: '', hostPort: 8081, hostPortEnd: 0 }] });
   await c.createSandbox({ name: 's2' });
   sh('ip link add foreignbr type bridge');
-  const before = { nets: c.networks().map((n) => networkView(n)), eps: c.endpoints().map((e) => endpointView(e)), pools: c.ipam.listPools().length, kernel: leftovers() };
+  const before = { nets: c.networks().map((n) => networkView(n)), eps: c.endpoints().map((e) => endpointView(e)), pools: (await c.pools()).length, kernel: leftovers() };
   const cases: [string, () => Promise<unknown>, RegExp, string][] = [
     ['malformed subnet', () => c.createNetwork({ name: 'x1', subnet: '10.0.0.0/33' }), /10\.0\.0\.0\/33/, 'invalid-argument'],
     ['subnet with host bits', () => c.createNetwork({ name: 'x1', subnet: '10.50.0.1/24' }), /host bits/, 'invalid-argument'],
@@ -96,7 +96,7 @@ t.test('bad input: a clear error naming the problem, and nothing changes', async
     await t.rejects(fn(), { message: msg, code }, what);
   }
   t.same(
-    { nets: c.networks().map((n) => networkView(n)), eps: c.endpoints().map((e) => endpointView(e)), pools: c.ipam.listPools().length, kernel: leftovers() },
+    { nets: c.networks().map((n) => networkView(n)), eps: c.endpoints().map((e) => endpointView(e)), pools: (await c.pools()).length, kernel: leftovers() },
     before,
     'nothing changed: networks, endpoints, pools, links, namespaces, nft',
   );

@@ -108,7 +108,7 @@ interface Opened {
 
 /** A Controller and the DNS service on it, as `tnet daemon` runs them; closed at teardown at the latest. */
 async function open(tt: Test, dir: string, opts: Parameters<typeof startDnsService>[1] = {}): Promise<Opened> {
-  const c = await Controller.open({ stateDir: dir });
+  const c = await Controller.open({ stateDir: dir, scope: '' }); // tn-NAME, as the daemon names them
   const dns = await startDnsService(c, { ...opts, server: { upstreamTimeoutMs: 500, forwardDeadlineMs: 1500, ...opts.server } });
   let closed = false;
   const close = async () => {
@@ -310,7 +310,7 @@ t.test('records follow connect, disconnect and sandbox delete at once', async (t
   // a sandbox created later gets its listener and resolv.conf
   await c.createSandbox({ name: 'late' });
   await c.connect('n', 'late');
-  t.same((await dig('late', 'a')).answers, [c.state.endpointsOfSandbox(c.sandbox('a').id)[0]!.ipv4!.toString()]);
+  t.same((await dig('late', 'a')).answers, [c.endpointsOfSandbox(c.sandbox('a').id)[0]!.ipv4!.toString()]);
   t.equal(Object.values(dns.status().sandboxes).filter((s) => s.listening).length, 3, 'a, z and late listen');
   // closing the service closes every listener
   await dns.close();
@@ -375,7 +375,7 @@ t.test('listeners come back when the controller and the service restart on the s
 
 t.test("127.0.0.11:53 already taken in one sandbox: a clear logged error; the others are unaffected", async (t) => {
   const dir = stateDir(t);
-  const c0 = await Controller.open({ stateDir: dir });
+  const c0 = await Controller.open({ stateDir: dir, scope: '' });
   await c0.createNetwork({ name: 'n', subnet: '10.70.0.0/24' });
   for (const s of ['busy', 'ok']) {
     await c0.createSandbox({ name: s });
@@ -396,7 +396,7 @@ t.test("127.0.0.11:53 already taken in one sandbox: a clear logged error; the ot
   const logged = lines.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.level >= 50);
   t.equal(logged.length, 1, 'one error logged');
   t.match(logged[0]?.msg, /sandbox "busy".*127\.0\.0\.11:53.*EADDRINUSE/);
-  t.same((await dig('ok', 'busy')).answers, [c.state.endpointsOfSandbox(busyId)[0]!.ipv4!.toString()], 'the other sandbox resolves, busy included');
+  t.same((await dig('ok', 'busy')).answers, [c.endpointsOfSandbox(busyId)[0]!.ipv4!.toString()], 'the other sandbox resolves, busy included');
   t.equal(dns.status().sandboxes[c.sandbox('ok').id]!.listening, true);
   // busy's own resolver is the squatter's; once it is gone, busy's next join brings tnet's listener
   squatter.kill('SIGKILL');

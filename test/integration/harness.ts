@@ -5,7 +5,7 @@
  * Not root, or no unshare: the file skips with that reason printed.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -30,9 +30,20 @@ export function sh(cmd: string): { code: number; out: string } {
   return { code: r.status ?? 1, out: (r.stdout ?? '') + (r.stderr ?? '') };
 }
 
+/**
+ * The namespace of a sandbox by its tnet name: `tn-NAME` (an unscoped instance, the daemon's) or
+ * `tn-SCOPE-NAME` (a library instance, scoped by default). The test's own namespace holds one.
+ */
+export function netnsOf(sandbox: string): string {
+  const re = new RegExp(`^tn-(?:[a-z0-9]{1,8}-)?${sandbox.replace(/[.]/g, '\\.')}$`);
+  const found = readdirSync('/run/netns').filter((n) => re.test(n));
+  if (found.length !== 1) throw new Error(`sandbox ${sandbox}: ${found.length} namespaces match (${found.join(', ')})`);
+  return found[0]!;
+}
+
 /** Runs in a sandbox (by its tnet name); exit status 0 = success. */
 export function inSandbox(sandbox: string, cmd: string): { code: number; out: string } {
-  return sh(`ip netns exec tn-${sandbox} ${cmd}`);
+  return sh(`ip netns exec ${netnsOf(sandbox)} ${cmd}`);
 }
 
 export const ping = (sandbox: string, ip: string) => inSandbox(sandbox, `ping -c 1 -W 1 ${ip}`).code === 0;

@@ -1,22 +1,18 @@
 /**
- * DockerNetworks (the NetworkDriver calls) without root: the real State and Ipam on a temporary
- * SQLite database, a recording fake in place of the bridge driver (no kernel). What is checked is
- * what the calls do to state: pools (mirror vs tnet's IpamDriver), idempotent retries, only-empty
- * fields in CreateEndpoint, Join's answer, ports, stale endpoints, and that addresses owned by the
- * IPAM are never released behind dockerd's back.
+ * DockerNetworks (the NetworkDriver calls) without root: a real Controller (its State and IPAM
+ * on a temporary SQLite database) with a recording driver registered in place of the bridge (no
+ * kernel objects). What is checked is what the calls do through the controller: pools (mirror vs
+ * tnet's IpamDriver), idempotent retries, only-empty fields in CreateEndpoint, Join's answer,
+ * ports, stale endpoints, and that addresses owned by the IPAM are never released behind
+ * dockerd's back.
  */
-import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Controller } from '../../libnetwork/controller.js';
-import { DockerIpam, DockerNetworks } from '../../libnetwork/docker.js';
-import type { Driver } from '../../libnetwork/driver.js';
-import { Ipam } from '../../libnetwork/ipam/index.js';
-import { KeyedLock } from '../../libnetwork/lock.js';
-import { openDb } from '../../libnetwork/store/db.js';
-import { State, migrations } from '../../libnetwork/store/state.js';
+import { DockerIpam, DockerNetworks } from '../../libnetwork/plugin/docker.js';
+import { recordingDriver } from './recording-driver.js';
 
 const N = (c: string) => c.repeat(64);
 const NET = N('a');
@@ -25,54 +21,25 @@ const EP = N('b');
 const EP2 = N('d');
 
 let dir: string;
-let db: ReturnType<typeof openDb>;
-let state: State;
-let ipam: Ipam;
+let c: Controller;
 let calls: string[];
 let nets: DockerNetworks;
 let dipam: DockerIpam;
 
-function fakeDriver(): Driver {
-  return {
-    type: 'bridge',
-    scope: 'local',
-    checkNetwork: async (r) => {
-      if (r.options['com.docker.network.bridge.nosuch']) throw new Error('unknown bridge option');
-      return r.options;
-    },
-    createNetwork: async (n) => void calls.push(`createNetwork ${n.id.slice(0, 4)}`),
-    deleteNetwork: async (n) => void calls.push(`deleteNetwork ${n.id.slice(0, 4)}`),
-    join: async (n, ep) => {
-      calls.push(`join ${ep.id.slice(0, 4)}`);
-      return { srcName: `tnc${ep.id.slice(0, 11)}`, gateway4: n.internal ? undefined : n.ipv4?.gateway, gateway6: n.internal ? undefined : n.ipv6?.gateway, staticRoutes: [] };
-    },
-    leave: async (_n, ep) => void calls.push(`leave ${ep.id.slice(0, 4)}`),
-    programExternalConnectivity: async (_n, ep, ports) => void calls.push(`program ${ep.id.slice(0, 4)} ${ports.map((p) => p.hostPort).join(',')}`),
-    revokeExternalConnectivity: async (_n, ep, ports) => void calls.push(`revoke ${ep.id.slice(0, 4)} ${ports.map((p) => p.hostPort).join(',')}`),
-    restore: async () => undefined,
-  };
-}
-
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tnet-docker-'));
-  db = openDb(dir, migrations);
-  state = new State(db);
-  ipam = new Ipam(db, { ulaSeed: 'test' });
   calls = [];
-  const driver = fakeDriver();
-  // The parts of Controller that DockerNetworks uses, with its real forgetNetwork.
-  const c = Object.assign(new EventEmitter(), {
-    state, ipam, locks: new KeyedLock(), host: { tagPrefix: 'tnet:test:' },
-    driver: () => driver, explain: (e: unknown) => e, forgetNetwork: Controller.prototype.forgetNetwork,
-  }) as unknown as Controller;
+  c = await Controller.open({ stateDir: dir, drivers: [recordingDriver('bridge', () => calls)] });
   nets = new DockerNetworks(c, { dockerUser: false });
-  dipam = new DockerIpam(ipam);
+  dipam = new DockerIpam(c);
 });
 afterEach(() => {
   nets.close();
-  db.close();
+  c.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+const subnets = async () => (await c.pools()).map((p) => p.subnet.toString());
 
 const v4 = (pool: string, gw: string, space = 'LocalDefault') => ({ AddressSpace: space, Pool: pool, Gateway: gw });
 
@@ -81,19 +48,19 @@ describe('networks', () => {
     const req = { NetworkID: NET, Options: { 'com.docker.network.generic': { 'com.docker.network.bridge.name': 'br9' } }, IPv4Data: [v4('10.99.0.0/24', '10.99.0.1/24')], IPv6Data: [] };
     await nets.createNetwork(req);
     await nets.createNetwork(req);
-    const n = state.network(NET)!;
-    expect(n).toMatchObject({ docker: true, state: 'ready', internal: false, options: { 'com.docker.network.bridge.name': 'br9' } });
+    const n = c.findNetwork(NET)!;
+    expect(n).toMatchObject({ owner: 'docker', state: 'ready', internal: false, options: { 'com.docker.network.bridge.name': 'br9' } });
     expect(n.ipv4?.subnet.toString()).toBe('10.99.0.0/24');
     expect(n.ipv4?.gateway?.toString()).toBe('10.99.0.1');
-    expect(ipam.listPools().map((p) => p.subnet.toString())).toEqual(['10.99.0.0/24']);
+    expect(await subnets()).toEqual(['10.99.0.0/24']);
     expect(calls).toEqual([`createNetwork ${NET.slice(0, 4)}`]);
     // A lab network cannot take the same subnet, nor another Docker network.
-    expect(() => ipam.requestPool({ subnet: '10.99.0.0/16' })).toThrow(/overlaps/);
+    await expect(c.requestPool({ subnet: '10.99.0.0/16' })).rejects.toThrow(/overlaps/);
     await expect(nets.createNetwork({ NetworkID: NET2, IPv4Data: [v4('10.99.0.0/25', '10.99.0.1/25')] })).rejects.toThrow(/overlaps/);
-    expect(state.network(NET2)).toBeUndefined();
+    expect(c.findNetwork(NET2)).toBeUndefined();
     await nets.deleteNetwork({ NetworkID: NET });
-    expect(state.network(NET)).toBeUndefined();
-    expect(ipam.listPools()).toEqual([]);
+    expect(c.findNetwork(NET)).toBeUndefined();
+    expect(await c.pools()).toEqual([]);
     await expect(nets.deleteNetwork({ NetworkID: NET })).rejects.toThrow(/unknown NetworkID/);
   });
 
@@ -102,13 +69,13 @@ describe('networks', () => {
     const gw = await dipam.requestAddress({ PoolID: pool.PoolID, Options: { RequestAddressType: 'com.docker.network.gateway' } });
     expect(gw.Address).toBe('10.98.0.1/24');
     await nets.createNetwork({ NetworkID: NET, IPv4Data: [v4('10.98.0.0/24', gw.Address, 'tnet-local')] });
-    expect(ipam.getPool(pool.PoolID).refs).toBe(2);
-    expect(state.network(NET)!.ipv4!.poolId).toBe(pool.PoolID);
+    expect((await c.pool(pool.PoolID)).refs).toBe(2);
+    expect(c.findNetwork(NET)!.ipv4!.poolId).toBe(pool.PoolID);
     await nets.deleteNetwork({ NetworkID: NET });
-    expect(ipam.getPool(pool.PoolID).refs).toBe(1);
+    expect((await c.pool(pool.PoolID)).refs).toBe(1);
     await dipam.releaseAddress({ PoolID: pool.PoolID, Address: '10.98.0.1' });
     await dipam.releasePool({ PoolID: pool.PoolID });
-    expect(ipam.listPools()).toEqual([]);
+    expect(await c.pools()).toEqual([]);
   });
 
   it('refuses what a tnet network cannot be, recording nothing', async () => {
@@ -118,8 +85,8 @@ describe('networks', () => {
     await expect(nets.createNetwork({ NetworkID: NET, IPv4Data: [v4('fd00::/64', 'fd00::1/64')] })).rejects.toThrow(/not IPv4/);
     await expect(nets.createNetwork({ NetworkID: NET, Options: { 'com.docker.network.generic': { a: { b: 1 } } } })).rejects.toThrow(/must be a string/);
     await expect(nets.createNetwork({ NetworkID: 'x' })).rejects.toThrow(/not a Docker ID/);
-    expect(state.networks()).toEqual([]);
-    expect(ipam.listPools()).toEqual([]);
+    expect(c.networks()).toEqual([]);
+    expect(await c.pools()).toEqual([]);
   });
 });
 
@@ -141,13 +108,13 @@ describe('endpoints', () => {
       Options: { 'com.docker.network.endpoint.macaddress': 'AkIKYwAy' },
     });
     expect(given).toEqual({});
-    expect(state.endpoint(EP2)!.mac).toBe('02:42:0a:63:00:32');
+    expect(c.findEndpoint(EP2)!.mac).toBe('02:42:0a:63:00:32');
     const j = await nets.join({ NetworkID: NET, EndpointID: EP, SandboxKey: '/var/run/docker/netns/93df11acaeb1' });
     expect(j).toEqual({
       InterfaceName: { SrcName: `tnc${EP.slice(0, 11)}`, DstPrefix: 'eth' }, Gateway: '10.99.0.1', GatewayIPv6: 'fd00:99::1',
       StaticRoutes: [], DisableGatewayService: false,
     });
-    expect(state.endpoint(EP)).toMatchObject({ state: 'ready', sandboxId: undefined });
+    expect(c.findEndpoint(EP)).toMatchObject({ state: 'ready', sandboxId: undefined });
   });
 
   it('refuses bad endpoints clearly', async () => {
@@ -158,7 +125,7 @@ describe('endpoints', () => {
       .rejects.toThrow(/protocol 99/);
     await expect(nets.createEndpoint({ NetworkID: NET2, EndpointID: EP })).rejects.toThrow(/unknown NetworkID/);
     await expect(nets.join({ NetworkID: NET, EndpointID: EP, SandboxKey: '/x' })).rejects.toThrow(/unknown EndpointID/);
-    expect(state.endpoints()).toEqual([]);
+    expect(c.endpoints()).toEqual([]);
     expect(calls.filter((c) => c.startsWith('join'))).toEqual([]);
   });
 
@@ -169,13 +136,13 @@ describe('endpoints', () => {
     const pm = (port: number, end = port) => ({ 'com.docker.network.portmap': [{ Proto: 6, IP: '', Port: 80, HostIP: '', HostPort: port, HostPortEnd: end }] });
     await nets.programExternalConnectivity({ NetworkID: NET, EndpointID: EP, Options: pm(28080) });
     await expect(nets.programExternalConnectivity({ NetworkID: NET, EndpointID: EP2, Options: pm(28080) })).rejects.toThrow(/28080\/tcp is already allocated/);
-    expect(state.endpoint(EP2)!.ports).toEqual([]);
+    expect(c.findEndpoint(EP2)!.ports).toEqual([]);
     await nets.programExternalConnectivity({ NetworkID: NET, EndpointID: EP2, Options: pm(28080, 28085) });
-    expect(state.endpoint(EP2)!.ports.map((p) => p.hostPort)).toEqual([28081]);
+    expect(c.findEndpoint(EP2)!.ports.map((p) => p.hostPort)).toEqual([28081]);
     const info = await nets.endpointOperInfo({ NetworkID: NET, EndpointID: EP2 });
     expect(info.Value['com.docker.network.portmap']).toEqual([{ Proto: 6, IP: '10.99.0.3', Port: 80, HostIP: '', HostPort: 28081, HostPortEnd: 28081 }]);
     await nets.revokeExternalConnectivity({ NetworkID: NET, EndpointID: EP });
-    expect(state.endpoint(EP)!.ports).toEqual([]);
+    expect(c.findEndpoint(EP)!.ports).toEqual([]);
     expect(calls).toContain(`revoke ${EP.slice(0, 4)} 28080`);
   });
 
@@ -186,15 +153,15 @@ describe('endpoints', () => {
     await nets.createNetwork({ NetworkID: NET2, IPv4Data: [v4('10.97.0.0/24', gw.Address, 'tnet-local')] });
     await nets.createEndpoint({ NetworkID: NET2, EndpointID: EP, Interface: { Address: addr.Address } });
     await nets.deleteEndpoint({ NetworkID: NET2, EndpointID: EP });
-    expect(ipam.listAddresses(pool.PoolID).map((a) => a.address.toString())).toContain('10.97.0.2');
+    expect((await c.addressesOf(pool.PoolID)).map((a) => a.address.toString())).toContain('10.97.0.2');
     expect((await dipam.requestAddress({ PoolID: pool.PoolID })).Address).toBe('10.97.0.3/24');
   });
 
   it('DeleteNetwork takes stale endpoints (a DeleteEndpoint lost while the plugin was down) with it', async () => {
     await nets.createEndpoint({ NetworkID: NET, EndpointID: EP, Interface: { Address: '10.99.0.2/24' } });
     await nets.deleteNetwork({ NetworkID: NET });
-    expect(state.endpoints()).toEqual([]);
-    expect(state.networks()).toEqual([]);
+    expect(c.endpoints()).toEqual([]);
+    expect(c.networks()).toEqual([]);
     expect(calls).toContain(`leave ${EP.slice(0, 4)}`);
   });
 
@@ -203,6 +170,6 @@ describe('endpoints', () => {
     await nets.createEndpoint({ NetworkID: NET2, EndpointID: EP, Interface: { Address: '10.96.0.2/24' } });
     const j = await nets.join({ NetworkID: NET2, EndpointID: EP, SandboxKey: '/var/run/docker/netns/x' });
     expect(j.Gateway).toBeUndefined();
-    expect(state.network(NET2)!.internal).toBe(true);
+    expect(c.findNetwork(NET2)!.internal).toBe(true);
   });
 });

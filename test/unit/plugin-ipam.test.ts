@@ -7,26 +7,25 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DockerIpam } from '../../libnetwork/docker.js';
-import { Ipam, Subnet } from '../../libnetwork/ipam/index.js';
+import { Controller } from '../../libnetwork/controller.js';
+import { Subnet } from '../../libnetwork/ipam/index.js';
+import { DockerIpam } from '../../libnetwork/plugin/docker.js';
 import { pluginApp } from '../../libnetwork/plugin/server.js';
-import { openDb } from '../../libnetwork/store/db.js';
+import { recordingDriver } from './recording-driver.js';
 
 let dir: string;
-let ipam: Ipam;
+let c: Controller;
 let app: FastifyInstance;
-let db: ReturnType<typeof openDb>;
 
 beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tnet-ipam-plugin-'));
-  db = openDb(dir);
-  ipam = new Ipam(db, { ulaSeed: 'test' });
-  // The host has docker0's 172.17.0.0/16: an auto pool must skip it.
-  app = await pluginApp({ ipam: new DockerIpam(ipam, async () => [Subnet.parse('172.17.0.0/16')]) });
+  // As if the host had docker0's 172.17.0.0/16: an auto pool must skip it.
+  c = await Controller.open({ stateDir: dir, drivers: [recordingDriver('bridge', () => [])], avoid: [Subnet.parse('172.17.0.0/16')] });
+  app = await pluginApp({ ipam: new DockerIpam(c) });
 });
 afterEach(async () => {
   await app.close();
-  db.close();
+  c.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -59,7 +58,7 @@ describe('IpamDriver on the real Ipam', () => {
     // A release dockerd repeats (it lost the answer) is not an error.
     expect(await call('ReleaseAddress', { PoolID: P, Address: '10.98.0.200' })).toEqual({});
     expect(await call('ReleasePool', { PoolID: P })).toEqual({});
-    expect(ipam.listPools()).toEqual([]);
+    expect(await c.pools()).toEqual([]);
     expect((await call('ReleasePool', { PoolID: P })).Error).toMatch(/no IPAM pool/);
   });
 
@@ -83,30 +82,29 @@ describe('IpamDriver on the real Ipam', () => {
     expect((await call('RequestAddress', { PoolID: v6.PoolID })).Address).toBe('fd00:97::2/64');
     const wrong = await call('RequestPool', { AddressSpace: 'tnet-local', Pool: '10.1.0.0/24', V6: true });
     expect(wrong.Error).toMatch(/IPv4 .* IPv6|IPv6 pool was requested/);
-    expect(ipam.listPools()).toHaveLength(2);
+    expect(await c.pools()).toHaveLength(2);
   });
 
   it('identical requests share one pool (reference-counted); overlapping ones are refused', async () => {
     const a = await call('RequestPool', { AddressSpace: 'tnet-local', Pool: '10.50.0.0/24' });
     const b = await call('RequestPool', { AddressSpace: 'tnet-local', Pool: '10.50.0.0/24' });
     expect(b.PoolID).toBe(a.PoolID);
-    const c = await call('RequestPool', { AddressSpace: 'tnet-local', Pool: '10.50.0.0/16' });
-    expect(c.Error).toMatch(/overlaps 10\.50\.0\.0\/24/);
+    const wider = await call('RequestPool', { AddressSpace: 'tnet-local', Pool: '10.50.0.0/16' });
+    expect(wider.Error).toMatch(/overlaps 10\.50\.0\.0\/24/);
     await call('ReleasePool', { PoolID: a.PoolID });
-    expect(ipam.listPools()).toHaveLength(1);
+    expect(await c.pools()).toHaveLength(1);
     await call('ReleasePool', { PoolID: a.PoolID });
-    expect(ipam.listPools()).toHaveLength(0);
+    expect(await c.pools()).toHaveLength(0);
   });
 
-  it('allocations survive a restart of the plugin (a new Ipam on the same database)', async () => {
+  it('allocations survive a restart of the plugin (a new controller on the same state)', async () => {
     const pool = await call('RequestPool', { AddressSpace: 'tnet-local', Pool: '10.60.0.0/29' });
     const got = new Set<string>();
     for (let i = 0; i < 3; i++) got.add((await call('RequestAddress', { PoolID: pool.PoolID })).Address as string);
     await app.close();
-    db.close();
-    db = openDb(dir);
-    ipam = new Ipam(db, { ulaSeed: 'test' });
-    app = await pluginApp({ ipam: new DockerIpam(ipam) });
+    c.close();
+    c = await Controller.open({ stateDir: dir, drivers: [recordingDriver('bridge', () => [])] });
+    app = await pluginApp({ ipam: new DockerIpam(c) });
     for (let i = 0; i < 3; i++) got.add((await call('RequestAddress', { PoolID: pool.PoolID })).Address as string);
     expect(got.size).toBe(6);
     expect((await call('RequestAddress', { PoolID: pool.PoolID })).Error).toMatch(/no free address/);
@@ -124,6 +122,6 @@ describe('IpamDriver on the real Ipam', () => {
     expect((await call('RequestPool', { Pool: 'not-a-subnet' })).Error).toMatch(/not-a-subnet/);
     expect((await call('RequestPool', { Pool: '10.0.0.0/24', V6: 'yes' })).Error).toMatch(/V6 must be boolean/);
     expect((await call('ReleaseAddress', { PoolID: 'x' })).Error).toMatch(/Address/);
-    expect(ipam.listPools()).toEqual([]);
+    expect(await c.pools()).toEqual([]);
   });
 });

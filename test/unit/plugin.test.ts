@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { DockerUserChain, type NetworkDriverApi, addressOfCidr, parsePortMap } from '../../libnetwork/docker.js';
+import { DockerUserChain, type NetworkDriverApi, addressOfCidr, parsePortMap } from '../../libnetwork/plugin/docker.js';
 import { conflict, notFound } from '../../libnetwork/errors.js';
 import { startPlugin } from '../../libnetwork/plugin/index.js';
 import { pluginApp } from '../../libnetwork/plugin/server.js';

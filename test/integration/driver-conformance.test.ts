@@ -1,0 +1,112 @@
+/**
+ * The driver conformance suite: every built-in driver goes through the same life, with real
+ * traffic, and leaves nothing behind: create, join (two sandboxes ping), leave and join again,
+ * restore after a restart of the controller, a kill -9 at each crash point of a join and of a
+ * network create (repaired by the next start), delete. A new driver registers a fixture below
+ * (what its networks need: options, a parent link...) and must pass unchanged.
+ *
+ * The crash cases run the controller in a child process (this file, with TNET_CONFORMANCE_CHILD)
+ * that kills itself at the named failpoint (libnetwork/failpoint.ts).
+ */
+import { spawnSync } from 'node:child_process';
+import t from 'tap';
+import { assertClean, inSandbox, isolate, leftovers, ping, stateDir } from './harness.js';
+
+const child = process.env.TNET_CONFORMANCE_CHILD;
+if (child) {
+  // The child: open the state, do one operation, and (with TNET_FAILPOINT) die in the middle of it.
+  const { Controller } = await import('../../libnetwork/controller.js');
+  const [dir, op, ...args] = JSON.parse(child) as [string, string, ...string[]];
+  const c = await Controller.open({ stateDir: dir });
+  if (op === 'connect') await c.connect(args[0]!, args[1]!);
+  else if (op === 'disconnect') await c.disconnect(args[0]!, args[1]!);
+  else if (op === 'create-network') await c.createNetwork({ name: args[0]!, driver: args[1]!, subnet: args[2]! });
+  c.close();
+  process.exit(0);
+}
+
+await isolate();
+const { Controller } = await import('../../libnetwork/controller.js');
+type Controller = import('../../libnetwork/controller.js').Controller;
+const { builtinDrivers } = await import('../../drivers/index.js');
+
+/** What each driver's networks need here. A driver without a fixture fails the suite: add one. */
+const FIXTURES: Record<string, { options?: Record<string, string> }> = {
+  bridge: {},
+};
+
+/** Runs the child step; true when it was killed (SIGKILL) as armed. */
+function crash(dir: string, failpoint: string, op: string, ...args: string[]): boolean {
+  const r = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!], {
+    env: { ...process.env, TNET_CONFORMANCE_CHILD: JSON.stringify([dir, op, ...args]), TNET_FAILPOINT: failpoint },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return r.signal === 'SIGKILL';
+}
+
+const addrOf = (c: Controller, sb: string) => c.endpointsOfSandbox(c.sandbox(sb).id)[0]?.ipv4?.toString();
+
+for (const factory of builtinDrivers) {
+  t.test(`driver ${factory.type} conforms`, async (t) => {
+    const fixture = FIXTURES[factory.type];
+    if (!fixture) return t.fail(`driver ${factory.type} has no conformance fixture: add one to FIXTURES`);
+    const dir = stateDir(t);
+    let c = await Controller.open({ stateDir: dir });
+    const net = await c.createNetwork({ name: 'conf', driver: factory.type, subnet: '10.77.0.0/24', options: fixture.options });
+    t.equal(net.driver, factory.type, 'the network has the driver asked for');
+    for (const s of ['a', 'b', 'c']) await c.createSandbox({ name: s });
+    await c.connect('conf', 'a');
+    await c.connect('conf', 'b');
+    t.ok(ping('a', addrOf(c, 'b')!), 'join: a pings b');
+    t.match(inSandbox('a', 'ip -4 -o addr show dev eth0').out, /10\.77\.0\.\d+\/24/, 'the core configured the address in the sandbox');
+
+    await c.disconnect('conf', 'a');
+    t.equal(inSandbox('a', 'ip -o link show dev eth0').code === 0, false, 'leave: the interface is gone from the sandbox');
+    await c.connect('conf', 'a');
+    t.ok(ping('b', addrOf(c, 'a')!), 'join again: b pings a');
+
+    // Restore after a restart: same kernel objects, same traffic.
+    const before = leftovers();
+    c.close();
+    c = await Controller.open({ stateDir: dir });
+    t.same(leftovers(), before, 'restore: the kernel objects are the same ones');
+    t.ok(ping('a', addrOf(c, 'b')!), 'restore: a still pings b');
+
+    // A kill -9 at each point of a join: the next start undoes it, nothing is left, the others work.
+    for (const point of ['connect:allocated', 'connect:joined', 'connect:configured']) {
+      c.close();
+      t.ok(crash(dir, point, 'connect', 'conf', 'c'), `kill -9 at ${point}`);
+      c = await Controller.open({ stateDir: dir });
+      t.same(c.endpointsOfSandbox(c.sandbox('c').id), [], `${point}: the interrupted endpoint is undone`);
+      t.same(leftovers(), before, `${point}: nothing half-made is left`);
+      await c.connect('conf', 'c');
+      t.ok(ping('c', addrOf(c, 'a')!), `${point}: c joins afterwards and pings a`);
+      await c.disconnect('conf', 'c');
+    }
+    // ... and of a leave: the endpoint is gone, its address free again.
+    await c.connect('conf', 'c');
+    const cAddr = addrOf(c, 'c');
+    c.close();
+    t.ok(crash(dir, 'disconnect:left', 'disconnect', 'conf', 'c'), 'kill -9 at disconnect:left');
+    c = await Controller.open({ stateDir: dir });
+    t.same(c.endpointsOfSandbox(c.sandbox('c').id), [], 'disconnect:left: the endpoint is finished off');
+    t.same(leftovers(), before, 'disconnect:left: nothing is left of it');
+    t.equal((await c.connect('conf', 'c')).ipv4?.toString(), cAddr, 'its address was released and is handed out again');
+    await c.disconnect('conf', 'c');
+    // ... and of a network create.
+    for (const point of ['create-network:pools', 'create-network:made']) {
+      c.close();
+      t.ok(crash(dir, point, 'create-network', 'half', factory.type, '10.78.0.0/24'), `kill -9 at ${point}`);
+      c = await Controller.open({ stateDir: dir });
+      t.same(c.networks().map((n) => n.name), ['conf'], `${point}: the half-made network is undone`);
+      t.same(leftovers(), before, `${point}: nothing of it is left in the kernel`);
+      t.same((await c.pools()).map((p) => p.subnet.toString()).filter((s) => s.startsWith('10.78.')), [], `${point}: its pool is released`);
+    }
+
+    for (const s of ['a', 'b', 'c']) await c.deleteSandbox(s);
+    await c.deleteNetwork('conf');
+    c.close();
+    await assertClean(t);
+  });
+}
