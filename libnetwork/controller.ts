@@ -332,6 +332,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
     const avoid = r.subnet ? [] : await this.taken();
     const pool = await this.ipam.requestPool({
       subnet: r.subnet, ipRange: r.ipRange, gateway: r.gateway, auxAddresses: r.auxAddresses, v6: family === 6, avoid, owner: poolOwner(net),
+      durable: false, // the network's 'ready' commit carries it to disk
     });
     return { poolId: pool.id, subnet: pool.subnet, gateway: pool.gateway };
   }
@@ -530,8 +531,9 @@ export class Controller extends EventEmitter<ControllerEvents> {
         });
         let ep: Endpoint;
         try {
-          const ipv4 = net.ipv4 ? await this.ipam.requestAddress(net.ipv4.poolId, { address: req.ip, owner: id }) : undefined;
-          const ipv6 = net.ipv6 ? await this.ipam.requestAddress(net.ipv6.poolId, { address: req.ip6, owner: id }) : undefined;
+          // Not durable on their own: the endpoint's 'ready' commit carries them to disk (Ipam.commit).
+          const ipv4 = net.ipv4 ? await this.ipam.requestAddress(net.ipv4.poolId, { address: req.ip, owner: id, durable: false }) : undefined;
+          const ipv6 = net.ipv6 ? await this.ipam.requestAddress(net.ipv6.poolId, { address: req.ip6, owner: id, durable: false }) : undefined;
           ep = { ...intent, ipv4, ipv6, mac: mac ?? macFor(ipv4?.value, id) };
           this.state.unsynced(() => this.state.setEndpointAddresses(id, ipv4, ipv6, ep.mac));
           failpoint('connect:allocated');

@@ -17,8 +17,12 @@ export interface Allocator {
   getPool(poolId: string): Promise<Pool>;
   /** Every pool, or every pool of `owner`, oldest first. */
   listPools(filter?: { owner?: string }): Promise<Pool[]>;
-  /** A static address (`address`) or the lowest free one of the pool's range, for `owner`. */
-  requestAddress(poolId: string, opts?: { address?: string; owner?: string }): Promise<IpAddr>;
+  /**
+   * A static address (`address`) or the lowest free one of the pool's range, for `owner`.
+   * `durable: false`: the caller records something durable in the same store right after, which
+   * carries this allocation with it (a store without that notion ignores it).
+   */
+  requestAddress(poolId: string, opts?: { address?: string; owner?: string; durable?: boolean }): Promise<IpAddr>;
   /** Frees an allocated or held address; 'not-found' if it is not allocated. */
   releaseAddress(poolId: string, address: string): Promise<void>;
   /** Releases every static/dynamic address recorded for `owner` in any pool (crash clean-up); returns how many. */
@@ -52,7 +56,7 @@ export class LocalAllocator implements Allocator {
     return this.ipam.listPools(filter);
   }
 
-  async requestAddress(poolId: string, opts?: { address?: string; owner?: string }): Promise<IpAddr> {
+  async requestAddress(poolId: string, opts?: { address?: string; owner?: string; durable?: boolean }): Promise<IpAddr> {
     return this.ipam.requestAddress(poolId, opts);
   }
 

@@ -188,6 +188,8 @@ export interface PoolRequest {
    * ('busy') while it has children.
    */
   readonly childrenOnly?: boolean;
+  /** false: commit without an fsync of its own, for a caller that commits a durable record after (see Ipam.commit). */
+  readonly durable?: boolean;
 }
 
 export interface Pool {
@@ -307,104 +309,119 @@ export class Ipam {
     this.fillKeys();
   }
 
+  /**
+   * Runs `fn` as one immediate (write-locking) transaction. `durable: false` commits without an
+   * fsync of its own: the caller writes a durable record after it in this same database (the
+   * endpoint or network it allocates for), and WAL commits reach the disk in order, so that fsync
+   * carries this one too; a kill -9 in between loses nothing either (the WAL is in the OS's cache).
+   * Saves one fsync (~0.25 ms here) per allocation on the controller's paths.
+   */
+  private commit<T>(durable: boolean | undefined, fn: () => T): T {
+    if (durable !== false) return this.db.transaction(fn).immediate();
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      return this.db.transaction(fn).immediate();
+    } finally {
+      this.db.pragma('synchronous = FULL');
+    }
+  }
+
   // ---- pools ----
 
   /** Creates a pool (or joins an identical shared one). Refuses bad or overlapping requests. */
   requestPool(req: PoolRequest = {}): Pool {
     const want = this.checkPoolRequest(req);
-    return this.db
-      .transaction((): Pool => {
-        if (want.shared && want.subnet) {
-          const same = this.q.poolByShareKey.get(shareKey(want, want.subnet, want.range ?? want.subnet)) as
-            | PoolRow
-            | undefined;
-          if (same) {
-            this.q.setRefs.run(same.refs + 1, same.id);
-            return toPool({ ...same, refs: same.refs + 1 });
-          }
+    return this.commit(req.durable, (): Pool => {
+      if (want.shared && want.subnet) {
+        const same = this.q.poolByShareKey.get(shareKey(want, want.subnet, want.range ?? want.subnet)) as
+          | PoolRow
+          | undefined;
+        if (same) {
+          this.q.setRefs.run(same.refs + 1, same.id);
+          return toPool({ ...same, refs: same.refs + 1 });
         }
-        const parent = want.parent === undefined ? undefined : this.parentOf(want);
-        const domain = parent ? parent.row.domain : addressDomain(want.addressSpace);
-        const family = parent ? parent.subnet.family : want.family;
-        // Where the subnet is cut from, and which pools it must not overlap.
-        const scope = parent ? parent.row.id : topScope(domain, family);
-        const among = parent ? { parent: parent.row.id } : { domain, family };
-        let subnet = want.subnet;
-        if (subnet) {
-          const clash = this.clash(subnet, among);
-          if (clash) {
-            const clashSubnet = Subnet.parse(clash.subnet);
-            const space = clash.address_space === want.addressSpace ? '' : `, address space "${clash.address_space}"`;
-            throw conflict(
-              `subnet ${subnet} overlaps ${clashSubnet} of pool ${clash.id} (${ownerText(clash.owner)}${space})` +
-                (parent ? `, another child of pool ${parent.subnet}` : '') +
-                (clash.shared && want.shared ? '; a shared pool is only reused by an identical request' : ''),
-              `subnet "${subnet}"`,
-            );
-          }
-        } else {
-          const sources = parent
-            ? [{ base: parent.subnet, size: want.prefixLength! }]
-            : family === 4
-              ? this.v4Sources
-              : this.v6Sources;
-          const avoided = blockedBy(want.avoid);
-          subnet = firstFreeBlock(
-            sources,
-            (c) => avoided(c) ?? this.space.blockedUntil(scope, c.network, lastOf(c)),
+      }
+      const parent = want.parent === undefined ? undefined : this.parentOf(want);
+      const domain = parent ? parent.row.domain : addressDomain(want.addressSpace);
+      const family = parent ? parent.subnet.family : want.family;
+      // Where the subnet is cut from, and which pools it must not overlap.
+      const scope = parent ? parent.row.id : topScope(domain, family);
+      const among = parent ? { parent: parent.row.id } : { domain, family };
+      let subnet = want.subnet;
+      if (subnet) {
+        const clash = this.clash(subnet, among);
+        if (clash) {
+          const clashSubnet = Subnet.parse(clash.subnet);
+          const space = clash.address_space === want.addressSpace ? '' : `, address space "${clash.address_space}"`;
+          throw conflict(
+            `subnet ${subnet} overlaps ${clashSubnet} of pool ${clash.id} (${ownerText(clash.owner)}${space})` +
+              (parent ? `, another child of pool ${parent.subnet}` : '') +
+              (clash.shared && want.shared ? '; a shared pool is only reused by an identical request' : ''),
+            `subnet "${subnet}"`,
           );
-          if (!subnet) {
-            if (parent) {
-              throw conflict(
-                `no free /${want.prefixLength} left in parent pool ${parent.subnet} (${parent.row.id})` +
-                  (want.avoid.length ? ' outside the host routes' : ''),
-                `pool "${parent.row.id}"`,
-              );
-            }
-            const list = sources.map((s) => `${s.base} (/${s.size})`).join(', ');
+        }
+      } else {
+        const sources = parent
+          ? [{ base: parent.subnet, size: want.prefixLength! }]
+          : family === 4
+            ? this.v4Sources
+            : this.v6Sources;
+        const avoided = blockedBy(want.avoid);
+        subnet = firstFreeBlock(
+          sources,
+          (c) => avoided(c) ?? this.space.blockedUntil(scope, c.network, lastOf(c)),
+        );
+        if (!subnet) {
+          if (parent) {
             throw conflict(
-              `no free IPv${family} default pool left: every subnet of ${list} overlaps an existing pool or a host route`,
+              `no free /${want.prefixLength} left in parent pool ${parent.subnet} (${parent.row.id})` +
+                (want.avoid.length ? ' outside the host routes' : ''),
+              `pool "${parent.row.id}"`,
             );
           }
-          const clash = this.clash(subnet, among);
-          if (clash) throw this.disagree(scope, subnet, `pool ${clash.id} (${clash.subnet}) holds it`);
+          const list = sources.map((s) => `${s.base} (/${s.size})`).join(', ');
+          throw conflict(
+            `no free IPv${family} default pool left: every subnet of ${list} overlaps an existing pool or a host route`,
+          );
         }
-        if (!this.space.cut(scope, subnet.network, lastOf(subnet))) {
-          throw this.disagree(scope, subnet, 'no pool holds it but it is not free');
-        }
-        const range = want.range ?? subnet;
-        const gateway = gatewayOf(want, subnet);
-        const id = randomUUID();
-        this.q.insertPool.run({
-          id,
-          address_space: parent ? parent.row.address_space : want.addressSpace,
-          family,
-          subnet: subnet.toString(),
-          range: range.toString(),
-          gateway: gateway?.toString() ?? null,
-          aux: JSON.stringify(Object.fromEntries(want.aux.map(([n, a]) => [n, a.toString()]))),
-          owner: want.owner ?? null,
-          shared: want.shared ? 1 : 0,
-          share_key: want.shared ? shareKey(want, subnet, range) : null,
-          options: JSON.stringify(want.options),
-          domain,
-          first_addr: key(subnet.network),
-          last_addr: key(lastOf(subnet)),
-          parent: parent?.row.id ?? null,
-          children_only: want.childrenOnly ? 1 : 0,
-        });
-        if (want.childrenOnly) {
-          // All of it, network and broadcast addresses too: they are hosts of the children.
-          this.space.insert(id, subnet.network, lastOf(subnet));
-        } else {
-          const all = usable(subnet);
-          this.free.insert(id, all.lo, all.hi);
-          if (gateway) this.take(id, gateway.value, 'gateway', null);
-          for (const [name, a] of want.aux) this.take(id, a.value, 'aux', name);
-        }
-        return this.loadPool(id);
-      })
-      .immediate();
+        const clash = this.clash(subnet, among);
+        if (clash) throw this.disagree(scope, subnet, `pool ${clash.id} (${clash.subnet}) holds it`);
+      }
+      if (!this.space.cut(scope, subnet.network, lastOf(subnet))) {
+        throw this.disagree(scope, subnet, 'no pool holds it but it is not free');
+      }
+      const range = want.range ?? subnet;
+      const gateway = gatewayOf(want, subnet);
+      const id = randomUUID();
+      this.q.insertPool.run({
+        id,
+        address_space: parent ? parent.row.address_space : want.addressSpace,
+        family,
+        subnet: subnet.toString(),
+        range: range.toString(),
+        gateway: gateway?.toString() ?? null,
+        aux: JSON.stringify(Object.fromEntries(want.aux.map(([n, a]) => [n, a.toString()]))),
+        owner: want.owner ?? null,
+        shared: want.shared ? 1 : 0,
+        share_key: want.shared ? shareKey(want, subnet, range) : null,
+        options: JSON.stringify(want.options),
+        domain,
+        first_addr: key(subnet.network),
+        last_addr: key(lastOf(subnet)),
+        parent: parent?.row.id ?? null,
+        children_only: want.childrenOnly ? 1 : 0,
+      });
+      if (want.childrenOnly) {
+        // All of it, network and broadcast addresses too: they are hosts of the children.
+        this.space.insert(id, subnet.network, lastOf(subnet));
+      } else {
+        const all = usable(subnet);
+        this.free.insert(id, all.lo, all.hi);
+        if (gateway) this.take(id, gateway.value, 'gateway', null);
+        for (const [name, a] of want.aux) this.take(id, a.value, 'aux', name);
+      }
+      return this.loadPool(id);
+    });
   }
 
   /**
@@ -462,38 +479,36 @@ export class Ipam {
    * address ('conflict', naming its owner) unless it is held for the same `owner`, and any
    * address of a childrenOnly pool ('invalid-argument').
    */
-  requestAddress(poolId: string, opts: { address?: string; owner?: string } = {}): IpAddr {
+  requestAddress(poolId: string, opts: { address?: string; owner?: string; durable?: boolean } = {}): IpAddr {
     const wanted = opts.address === undefined || opts.address === '' ? undefined : IpAddr.parse(opts.address);
     const owner = opts.owner ?? null;
-    return this.db
-      .transaction((): IpAddr => {
-        const pool = this.addressPool(poolId);
-        if (wanted) {
-          this.checkInSubnet(pool.subnet, wanted, 'address');
-          const row = this.addressRow(poolId, wanted.value);
-          if (row) {
-            if (row.kind === 'held' && owner !== null && row.owner === owner) {
-              this.q.updateAddress.run('static', owner, poolId, key(wanted.value));
-              return wanted;
-            }
-            throw this.taken(pool, wanted, row);
+    return this.commit(opts.durable, (): IpAddr => {
+      const pool = this.addressPool(poolId);
+      if (wanted) {
+        this.checkInSubnet(pool.subnet, wanted, 'address');
+        const row = this.addressRow(poolId, wanted.value);
+        if (row) {
+          if (row.kind === 'held' && owner !== null && row.owner === owner) {
+            this.q.updateAddress.run('static', owner, poolId, key(wanted.value));
+            return wanted;
           }
-          this.take(poolId, wanted.value, 'static', owner);
-          return wanted;
+          throw this.taken(pool, wanted, row);
         }
-        const bounds = usable(pool.subnet);
-        const lo = pool.range.network > bounds.lo ? pool.range.network : bounds.lo;
-        const rangeHi = lastOf(pool.range);
-        const hi = rangeHi < bounds.hi ? rangeHi : bounds.hi;
-        const free = this.free.firstIn(poolId, lo, hi);
-        if (free === undefined) {
-          const where = pool.range.equals(pool.subnet) ? '' : `range ${pool.range} of `;
-          throw conflict(`no free address left in ${where}pool ${pool.subnet}`, `pool "${poolId}"`);
-        }
-        this.take(poolId, free, 'dynamic', owner);
-        return IpAddr.of(pool.subnet.family, free);
-      })
-      .immediate();
+        this.take(poolId, wanted.value, 'static', owner);
+        return wanted;
+      }
+      const bounds = usable(pool.subnet);
+      const lo = pool.range.network > bounds.lo ? pool.range.network : bounds.lo;
+      const rangeHi = lastOf(pool.range);
+      const hi = rangeHi < bounds.hi ? rangeHi : bounds.hi;
+      const free = this.free.firstIn(poolId, lo, hi);
+      if (free === undefined) {
+        const where = pool.range.equals(pool.subnet) ? '' : `range ${pool.range} of `;
+        throw conflict(`no free address left in ${where}pool ${pool.subnet}`, `pool "${poolId}"`);
+      }
+      this.take(poolId, free, 'dynamic', owner);
+      return IpAddr.of(pool.subnet.family, free);
+    });
   }
 
   /**
