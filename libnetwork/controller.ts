@@ -146,7 +146,12 @@ export class Controller extends EventEmitter<ControllerEvents> {
     this.etcNetns = opts.etcNetns ?? '/etc/netns';
     this.avoid = opts.avoid ?? [];
     const db = openDb(dir, coreMigrations);
-    this.state = new State(db, { scope: opts.scope });
+    try {
+      this.state = new State(db, { scope: opts.scope });
+    } catch (e) {
+      db.close(); // a scope refused: nothing else is open yet
+      throw e;
+    }
     this.ipam = new LocalAllocator(new Ipam(db, { ulaSeed: this.state.instance }));
     this.rtnl = Rtnl.open();
     this.nft = Nft.open();

@@ -546,10 +546,9 @@ export class DockerNetworks implements NetworkDriverApi {
     };
   }
 
+  // The controller refuses an endpoint that is not on the network, naming both.
   async deleteEndpoint(r: EndpointRef): Promise<void> {
-    const net = this.net(r.NetworkID);
-    this.endpoint(net, r.EndpointID);
-    await this.c.deleteEndpoint(net.id, r.EndpointID);
+    await this.c.deleteEndpoint(this.net(r.NetworkID).id, this.checkId(r.EndpointID, 'endpoint'));
   }
 
   async join(r: JoinRequest): Promise<JoinResponse> {
@@ -571,21 +570,15 @@ export class DockerNetworks implements NetworkDriverApi {
   }
 
   async leave(r: EndpointRef): Promise<void> {
-    const net = this.net(r.NetworkID);
-    this.endpoint(net, r.EndpointID);
-    await this.c.leave(net.id, r.EndpointID);
+    await this.c.leave(this.net(r.NetworkID).id, this.checkId(r.EndpointID, 'endpoint'));
   }
 
   async programExternalConnectivity(r: ProgramRequest): Promise<void> {
-    const net = this.net(r.NetworkID);
-    this.endpoint(net, r.EndpointID);
-    await this.c.publishPorts(net.id, r.EndpointID, parsePortMap(r.Options));
+    await this.c.publishPorts(this.net(r.NetworkID).id, this.checkId(r.EndpointID, 'endpoint'), parsePortMap(r.Options));
   }
 
   async revokeExternalConnectivity(r: EndpointRef): Promise<void> {
-    const net = this.net(r.NetworkID);
-    this.endpoint(net, r.EndpointID);
-    await this.c.unpublishPorts(net.id, r.EndpointID);
+    await this.c.unpublishPorts(this.net(r.NetworkID).id, this.checkId(r.EndpointID, 'endpoint'));
   }
 }
 
