@@ -1,80 +1,30 @@
 import { EventEmitter } from 'node:events';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { DEFAULT_DRIVER, builtinDrivers } from '../drivers/index.js';
+import { builtinDrivers } from '../drivers/index.js';
+import { type Attachment, type Driver, type DriverContext, type DriverFactory, DriverRegistry, type Tags } from './driverapi.js';
+import { type Core, readyNetwork, readySandbox } from './core.js';
 import {
-  type Attachment, type Driver, type DriverContext, type DriverFactory, DriverRegistry, type JoinTarget, type Tags, expandOptions,
-} from './driverapi.js';
-import { TnetError, busy, conflict, invalid, isTnetError, notFound } from './errors.js';
+  type ConnectRequest, type EndpointRequest, connect, createEndpoint, deleteEndpoint, disconnect, forgetEndpoint, join, leave,
+  publishPorts, teardownEndpoint, unpublishPorts,
+} from './endpoint.js';
+import { invalid } from './errors.js';
 import { hostRoutes } from './hostroutes.js';
-import { IpAddr } from './ipam/address.js';
+import { configureInterface, interfaceInSandbox, removeInterface } from './iface.js';
+import type { IpAddr } from './ipam/address.js';
 import { type Allocator, LocalAllocator } from './ipam/allocator.js';
 import { type Allocation, Ipam, type Pool, type PoolRequest } from './ipam/ipam.js';
-import { Subnet } from './ipam/subnet.js';
-import { KernelError, Netns, Nft, Rtnl, isErrno, linkByName, linkSetUp, netnsAdd, netnsDel, netnsExists, routeAdd, withRtnl } from './kernel/index.js';
-import { failpoint } from './failpoint.js';
+import type { Subnet } from './ipam/subnet.js';
+import { Netns, Nft, Rtnl, linkSetUp, netnsAdd, netnsExists, withRtnl } from './kernel/index.js';
 import { KeyedLock } from './lock.js';
 import { log } from './log.js';
-import type { AddressSource, Endpoint, IpConfig, Network, Owner, PortMapping, PortRequest, Sandbox } from './model.js';
-import { checkPortFree, choosePorts } from './ports.js';
-import { checkName, configureInterface, interfaceInSandbox, macFor, netnsName, removeInterface } from './sandbox.js';
+import type { Endpoint, Network, Owner, PortMapping, PortRequest, Sandbox } from './model.js';
+import { type NetworkRequest, createNetwork, deleteNetwork, forgetNetwork } from './network.js';
+import { createSandbox, deleteSandbox, removeNamespace, writeResolvConf } from './sandbox.js';
 import { openDb, stateDir as defaultStateDir } from './store/db.js';
-import { State, migrations as coreMigrations, newId } from './store/state.js';
+import { State, migrations as coreMigrations } from './store/state.js';
 import { transaction } from './txn.js';
 
-/** One family's addressing of a new network. */
-export interface SubnetRequest {
-  readonly subnet?: string;
-  readonly gateway?: string;
-  readonly ipRange?: string;
-  readonly auxAddresses?: Readonly<Record<string, string>>;
-}
-
-export interface NetworkRequest {
-  /** Required, except for Docker's networks (named after their id). */
-  readonly name?: string;
-  /** An id a face hands in (Docker's NetworkID); default a new one. */
-  readonly id?: string;
-  readonly owner?: Owner;
-  readonly driver?: string;
-  readonly subnet?: string;
-  readonly gateway?: string;
-  readonly ipRange?: string;
-  readonly auxAddresses?: Readonly<Record<string, string>>;
-  readonly ipv6?: boolean;
-  readonly subnet6?: string;
-  readonly gateway6?: string;
-  readonly ipRange6?: string;
-  readonly auxAddresses6?: Readonly<Record<string, string>>;
-  readonly internal?: boolean;
-  /** Driver options: full keys or the driver's short forms. */
-  readonly options?: Readonly<Record<string, string>>;
-  readonly labels?: Readonly<Record<string, string>>;
-  /**
-   * 'external': another IPAM (dockerd's, or tnet's IpamDriver on dockerd's behalf) hands out the
-   * addresses in `addressSpace`. The network then only records its subnets: it takes a reference
-   * on tnet's identical shared pool if there is one, else reserves the subnet so nothing else
-   * of tnet's overlaps it.
-   */
-  readonly addresses?: AddressSource;
-  readonly addressSpace?: string;
-}
-
-export interface ConnectRequest {
-  readonly ip?: string;
-  readonly ip6?: string;
-  readonly mac?: string;
-  readonly aliases?: readonly string[];
-  readonly ports?: readonly PortRequest[];
-}
-
-/** An endpoint whose addresses another IPAM chose (Docker's CreateEndpoint). */
-export interface EndpointRequest {
-  readonly id: string;
-  readonly name?: string;
-  readonly ipv4?: IpAddr;
-  readonly ipv6?: IpAddr;
-  readonly mac?: string;
-}
+export type { ConnectRequest, EndpointRequest } from './endpoint.js';
+export type { NetworkRequest, SubnetRequest } from './network.js';
 
 export interface ControllerOptions {
   readonly stateDir?: string;
@@ -100,32 +50,11 @@ export interface ControllerEvents {
   sandbox: [change: 'up' | 'down', sb: Sandbox];
 }
 
-const DNS_LABEL = /^[a-zA-Z0-9]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?)*$/;
-const DOCKER_ID = /^[0-9a-f]{64}$/;
-const short = (id: string) => id.slice(0, 12);
-
-/** The owner text of a network's own pools: what a half-made network's pools are found by. */
-const poolOwner = (n: Pick<Network, 'id' | 'name'>) => `network ${n.name} ${short(n.id)}`;
-
-/** How each owner's objects are removed, for the message that refuses another face's attempt. */
-function ownedElsewhere(kind: 'network' | 'sandbox', name: string, owner: Owner): TnetError {
-  const how = owner === 'docker' ? `use docker ${kind === 'network' ? 'network rm' : 'rm'}` : owner.startsWith('lab:') ? `use tnet destroy ${owner.slice(4)}` : 'use tnet';
-  const who = owner === 'docker' ? 'Docker' : owner.startsWith('lab:') ? `lab "${owner.slice(4)}"` : 'nobody';
-  return invalid(`${kind} "${name}" belongs to ${who}; ${how}`, `${kind} "${name}"`);
-}
-
-function checkMac(mac: string): string {
-  const m = mac.toLowerCase();
-  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(m)) throw invalid(`MAC address "${mac}" is not of the form 02:42:ac:11:00:02`, `mac "${mac}"`);
-  if ((parseInt(m.slice(0, 2), 16) & 1) === 1) throw invalid(`MAC address "${mac}" is a multicast address`, `mac "${mac}"`);
-  return m;
-}
-
 /**
  * The one entry point of the core and the only writer of CNM state: networks, sandboxes and the
  * endpoints that join them, for every face. Each operation records its intent, does the kernel
- * work as undoable steps, then commits. Faces call these verbs and queries; the store, the
- * allocator, the locks and the kernel handles stay inside.
+ * work as undoable steps, then commits (network.ts, sandbox.ts, endpoint.ts). Faces call these
+ * verbs and queries; the store, the allocator, the locks and the kernel handles stay inside.
  */
 export class Controller extends EventEmitter<ControllerEvents> {
   readonly stateDir: string;
@@ -133,18 +62,15 @@ export class Controller extends EventEmitter<ControllerEvents> {
   private readonly ipam: Allocator;
   private readonly rtnl: Rtnl;
   private readonly nft: Nft;
-  private readonly locks = new KeyedLock();
   private readonly registry: DriverRegistry;
   private readonly drivers = new Map<string, Driver>();
-  private readonly etcNetns: string;
-  private readonly avoid: readonly Subnet[];
+  /** What the operations on each object share; never handed out. */
+  private readonly core: Core;
   readonly tags: Tags;
 
   private constructor(dir: string, opts: ControllerOptions) {
     super();
     this.stateDir = dir;
-    this.etcNetns = opts.etcNetns ?? '/etc/netns';
-    this.avoid = opts.avoid ?? [];
     const db = openDb(dir, coreMigrations);
     try {
       this.state = new State(db, { scope: opts.scope });
@@ -159,6 +85,12 @@ export class Controller extends EventEmitter<ControllerEvents> {
     this.tags = { prefix, of: (kind, id) => `${prefix}${kind}:${id}`, mine: (tag) => tag?.startsWith(prefix) ?? false };
     this.registry = new DriverRegistry(opts.drivers ?? builtinDrivers);
     for (const type of this.registry.types()) this.drivers.set(type, this.registry.factory(type).create(this.driverContext(type)));
+    const avoid = opts.avoid ?? [];
+    this.core = {
+      state: this.state, ipam: this.ipam, locks: new KeyedLock(), rtnl: this.rtnl, scope: this.state.scope,
+      etcNetns: opts.etcNetns ?? '/etc/netns', registry: this.registry, driver: (type) => this.driver(type),
+      taken: async () => [...(await hostRoutes(this.rtnl)), ...avoid], events: this,
+    };
   }
 
   /** Opens the state under `stateDir` and reconciles the kernel with it. */
@@ -223,9 +155,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
 
   /** A ready network by id, name or id prefix (`owner` narrows the name); 'not-found' otherwise. */
   network(ref: string, owner?: Owner): Network {
-    const n = this.state.findNetwork(ref, owner);
-    if (!n || n.state === 'creating') throw notFound(`network "${ref}" not found`, `network "${ref}"`);
-    return n;
+    return readyNetwork(this.core, ref, owner);
   }
 
   /** A network in any state (a face checking a retried call), or undefined. */
@@ -243,9 +173,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
   }
 
   sandbox(ref: string, owner?: Owner): Sandbox {
-    const s = this.state.findSandbox(ref, owner);
-    if (!s || s.state === 'creating') throw notFound(`sandbox "${ref}" not found`, `sandbox "${ref}"`);
-    return s;
+    return readySandbox(this.core, ref, owner);
   }
 
   sandboxes(filter: { owner?: Owner } = {}): Sandbox[] {
@@ -275,480 +203,80 @@ export class Controller extends EventEmitter<ControllerEvents> {
     return kind === 'network' ? this.state.network(id)?.name : this.state.sandbox(id)?.name;
   }
 
-  // ---------------------------------------------------------------- networks
+  // ---------------------------------------------------------------- networks (network.ts)
 
-  async createNetwork(req: NetworkRequest): Promise<Network> {
-    const owner = req.owner ?? '';
-    if (req.id !== undefined && !DOCKER_ID.test(req.id))
-      throw invalid(`network ID ${JSON.stringify(req.id)} is not 64 lowercase hex digits`, `network ${String(req.id)}`);
-    const id = req.id ?? newId();
-    const name = req.name === undefined && req.id !== undefined ? this.freeDockerName(id, owner) : checkName('network', req.name);
-    const factory = this.registry.factory(req.driver ?? DEFAULT_DRIVER);
-    const driver = this.driver(factory.type);
-    return this.locks.exclusive(`network-name:${owner}:${name}`, () =>
-      this.locks.exclusive(id, async () => {
-        if (this.state.findNetwork(name, owner)?.name === name) throw conflict(`network "${name}" already exists`, `network "${name}"`);
-        if (this.state.network(id)) throw conflict(`network ${short(id)} already exists`, `network ${short(id)}`);
-        const internal = req.internal ?? false;
-        const options = await driver.checkNetwork({ id, internal, options: expandOptions(factory, req.options ?? {}) });
-        if (!req.ipv6 && (req.subnet6 || req.gateway6 || req.ipRange6))
-          throw invalid('an IPv6 subnet, gateway or range needs IPv6 enabled (--ipv6)', `network "${name}"`);
-        const addresses = req.addresses ?? 'tnet';
-        if (addresses === 'tnet' && req.subnet && Subnet.parse(req.subnet).family === 6)
-          throw invalid(`subnet ${req.subnet} is IPv6; give it with --subnet6 and --ipv6`, `network "${name}"`);
-        // The intent first, without pools: a crash before the pools are recorded leaves a row that
-        // names their owner, and the reconcile releases them.
-        const intent: Network = {
-          id, name, owner, driver: factory.type, state: 'creating', internal, ipv4: undefined, ipv6: undefined,
-          options, labels: req.labels ?? {}, addresses, created: new Date().toISOString(),
-        };
-        this.state.unsynced(() => this.state.insertNetwork(intent));
-        let net: Network;
-        try {
-          const v4 = { subnet: req.subnet, gateway: req.gateway, ipRange: req.ipRange, auxAddresses: req.auxAddresses };
-          const v6 = { subnet: req.subnet6, gateway: req.gateway6, ipRange: req.ipRange6, auxAddresses: req.auxAddresses6 };
-          const ipv4 = addresses === 'external' ? await this.externalPool(intent, v4, 4, req.addressSpace) : await this.ownPool(intent, v4, 4);
-          const ipv6 = !req.ipv6 ? undefined : addresses === 'external' ? await this.externalPool(intent, v6, 6, req.addressSpace) : await this.ownPool(intent, v6, 6);
-          net = { ...intent, ipv4, ipv6 };
-          this.state.unsynced(() => this.state.setNetworkPools(id, ipv4, ipv6));
-          failpoint('create-network:pools');
-          await transaction((t) => driver.createNetwork(net, t));
-          failpoint('create-network:made');
-        } catch (e) {
-          await this.forgetNetwork(intent);
-          throw this.explain(e);
-        }
-        this.state.setNetworkState(id, 'ready');
-        const ready = { ...net, state: 'ready' as const };
-        this.emit('network', 'up', ready);
-        return ready;
-      }),
-    );
-  }
-
-  /** Docker names its networks; tnet shows them as docker-<short id> (unique per owner). */
-  private freeDockerName(id: string, owner: Owner): string {
-    const name = `${owner || 'net'}-${short(id)}`;
-    return this.state.findNetwork(name, owner)?.name === name ? id : name;
-  }
-
-  /** A pool of the network's own: the given subnet, or the first free default one. */
-  private async ownPool(net: Network, r: SubnetRequest, family: 4 | 6): Promise<IpConfig | undefined> {
-    const avoid = r.subnet ? [] : await this.taken();
-    const pool = await this.ipam.requestPool({
-      subnet: r.subnet, ipRange: r.ipRange, gateway: r.gateway, auxAddresses: r.auxAddresses, v6: family === 6, avoid, owner: poolOwner(net),
-      durable: false, // the network's 'ready' commit carries it to disk
-    });
-    return { poolId: pool.id, subnet: pool.subnet, gateway: pool.gateway };
-  }
-
-  /**
-   * The pool a network whose addresses come from another IPAM is recorded in. tnet's IpamDriver
-   * made it: the network takes its own reference (an identical shared request). Another IPAM made
-   * it: a pool that reserves the subnet (and gateway and aux addresses) and hands nothing out.
-   */
-  private async externalPool(net: Network, r: SubnetRequest, family: 4 | 6, space = ''): Promise<IpConfig | undefined> {
-    if (!r.subnet) return undefined;
-    let subnet: Subnet;
-    try {
-      subnet = Subnet.parse(r.subnet);
-    } catch (e) {
-      throw invalid(`IPv${family} pool "${r.subnet}" is not a subnet: ${(e as Error).message}`, `pool "${r.subnet}"`);
-    }
-    if (subnet.family !== family) throw invalid(`pool ${subnet} is not IPv${family}`, `pool "${r.subnet}"`);
-    const gateway = r.gateway ? IpAddr.parse(r.gateway) : undefined;
-    if (gateway && !subnet.contains(gateway)) throw invalid(`gateway ${gateway} is not in subnet ${subnet}`, `gateway "${r.gateway}"`);
-    const ours = (await this.ipam.listPools()).find((p) => p.shared && p.addressSpace === space && p.subnet.equals(subnet));
-    let pool: Pool;
-    if (ours) {
-      pool = await this.ipam.requestPool({
-        addressSpace: ours.addressSpace, subnet: ours.subnet.toString(), ipRange: ours.range.toString(),
-        ...(ours.gateway ? { gateway: ours.gateway.toString() } : { noGateway: true }),
-        auxAddresses: Object.fromEntries(Object.entries(ours.auxAddresses).map(([k, a]) => [k, a.toString()])),
-        shared: true,
-      });
-    } else {
-      const aux: Record<string, string> = {};
-      for (const [k, v] of Object.entries(r.auxAddresses ?? {})) if (!gateway?.equals(IpAddr.parse(v))) aux[k] = v;
-      pool = await this.ipam.requestPool({
-        addressSpace: `${net.owner || 'external'}:${space || 'unknown'}`, subnet: subnet.toString(),
-        ...(gateway ? { gateway: gateway.toString() } : { noGateway: true }),
-        auxAddresses: aux, owner: poolOwner(net),
-      });
-    }
-    return { poolId: pool.id, subnet, gateway };
-  }
-
-  /** Drops a network's row and its pools (a failed create, a delete, an interrupted one). */
-  private async forgetNetwork(net: Network): Promise<void> {
-    const ids = new Set([net.ipv4?.poolId, net.ipv6?.poolId].filter((p): p is string => p !== undefined));
-    for (const p of await this.ipam.listPools({ owner: poolOwner(net) })) ids.add(p.id);
-    for (const id of ids) {
-      try {
-        await this.ipam.releasePool(id);
-      } catch (e) {
-        if (!isTnetError(e, 'not-found')) throw e;
-      }
-    }
-    this.state.tx(() => this.state.deleteNetwork(net.id));
+  createNetwork(req: NetworkRequest): Promise<Network> {
+    return createNetwork(this.core, req);
   }
 
   /**
    * Deletes a network. `owner`: the face acting (a network is deleted only by its owner's face).
    * `removeEndpoints`: endpoints still on it go with it (dockerd removes its endpoints first, so
-   * any left are stale: a DeleteEndpoint lost while tnet was down); otherwise they make it busy.
+   * any left are stale); otherwise they make it busy.
    */
-  async deleteNetwork(ref: string, opts: { owner?: Owner; removeEndpoints?: boolean } = {}): Promise<void> {
-    const owner = opts.owner ?? '';
-    const found = this.network(ref, opts.owner === undefined ? undefined : owner);
-    await this.locks.exclusive(found.id, async () => {
-      const net = this.network(found.id);
-      if (net.owner !== owner) throw ownedElsewhere('network', net.name, net.owner);
-      const eps = this.state.endpointsOfNetwork(net.id);
-      if (eps.length > 0 && !opts.removeEndpoints) {
-        const who = eps.map((e) => (e.sandboxId ? this.state.sandbox(e.sandboxId)?.name : undefined) ?? e.name);
-        throw busy(
-          `network "${net.name}" still has ${eps.length} endpoint(s) (${who.slice(0, 5).join(', ')}${who.length > 5 ? ', ...' : ''}); disconnect them first`,
-          `network "${net.name}"`,
-        );
-      }
-      const d = this.driver(net.driver);
-      for (const ep of eps) {
-        log.info({ network: net.name, endpoint: short(ep.id) }, 'removing a stale endpoint with its network');
-        await this.teardownEndpoint(net, ep, { sandboxGoing: false });
-        await this.forgetEndpoint(net, ep);
-      }
-      this.state.unsynced(() => this.state.setNetworkState(net.id, 'deleting'));
-      await d.deleteNetwork(net);
-      await this.forgetNetwork(net);
-      this.emit('network', 'down', net);
-    });
+  deleteNetwork(ref: string, opts: { owner?: Owner; removeEndpoints?: boolean } = {}): Promise<void> {
+    return deleteNetwork(this.core, ref, opts);
   }
 
-  // ---------------------------------------------------------------- sandboxes
+  // ---------------------------------------------------------------- sandboxes (sandbox.ts)
 
-  async createSandbox(req: { name: string; owner?: Owner }): Promise<Sandbox> {
-    const name = checkName('sandbox', req.name);
-    const owner = req.owner ?? '';
-    return this.locks.exclusive(`sandbox-name:${owner}:${name}`, async () => {
-      if (this.state.findSandbox(name, owner)?.name === name) throw conflict(`sandbox "${name}" already exists`, `sandbox "${name}"`);
-      const nsName = netnsName(this.scope, name);
-      if (netnsExists(nsName))
-        throw conflict(`a network namespace named "${nsName}" already exists and this tnet instance does not own it`, `netns "${nsName}"`);
-      const sb: Sandbox = {
-        id: newId(), name, owner, kind: 'lab', state: 'creating', netns: Netns.named(nsName).path, created: new Date().toISOString(),
-      };
-      this.state.unsynced(() => this.state.insertSandbox(sb));
-      try {
-        await transaction(async (t) => {
-          const ns = await t.step(`netns ${nsName}`, () => netnsAdd(nsName), () => netnsDel(nsName));
-          await withRtnl(ns, (h) => linkSetUp(h, 'lo'));
-        });
-      } catch (e) {
-        this.state.deleteSandbox(sb.id);
-        throw this.explain(e);
-      }
-      this.state.setSandboxState(sb.id, 'ready');
-      const ready = { ...sb, state: 'ready' as const };
-      this.emit('sandbox', 'up', ready);
-      return ready;
-    });
+  createSandbox(req: { name: string; owner?: Owner }): Promise<Sandbox> {
+    return createSandbox(this.core, req);
   }
 
-  async deleteSandbox(ref: string, opts: { owner?: Owner } = {}): Promise<void> {
-    const owner = opts.owner ?? '';
-    const found = this.sandbox(ref, opts.owner === undefined ? undefined : owner);
-    await this.locks.exclusive(found.id, async () => {
-      const sb = this.sandbox(found.id);
-      if (sb.owner !== owner) throw ownedElsewhere('sandbox', sb.name, sb.owner);
-      this.state.unsynced(() => this.state.setSandboxState(sb.id, 'deleting'));
-      const eps = this.state.endpointsOfSandbox(sb.id);
-      for (const ep of eps) await this.teardownEndpoint(this.state.network(ep.networkId)!, ep, { sandboxGoing: true });
-      this.removeNamespace(sb);
-      for (const ep of eps) await this.forgetEndpoint(this.state.network(ep.networkId)!, ep);
-      this.state.tx(() => this.state.deleteSandbox(sb.id));
-      for (const ep of eps) this.emit('endpoint', 'down', ep, this.state.network(ep.networkId)!, sb);
-      this.emit('sandbox', 'down', sb);
-    });
-  }
-
-  private removeNamespace(sb: Sandbox): void {
-    if (sb.kind !== 'lab') return;
-    const nsName = sb.netns.slice(sb.netns.lastIndexOf('/') + 1);
-    if (netnsExists(nsName)) netnsDel(nsName);
-    rmSync(`${this.etcNetns}/${nsName}`, { recursive: true, force: true });
+  deleteSandbox(ref: string, opts: { owner?: Owner } = {}): Promise<void> {
+    return deleteSandbox(this.core, ref, opts);
   }
 
   /** Writes the sandbox's resolv.conf (read by `ip netns exec` and `tnet exec`). */
   writeResolvConf(sb: Sandbox, content: string): void {
-    if (sb.kind !== 'lab') return;
-    const dir = `${this.etcNetns}/${sb.netns.slice(sb.netns.lastIndexOf('/') + 1)}`;
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(`${dir}/resolv.conf`, content);
+    writeResolvConf(this.core, sb, content);
   }
 
-  // ---------------------------------------------------------------- endpoints of lab sandboxes
+  // ---------------------------------------------------------------- endpoints (endpoint.ts)
 
   /** Creates an endpoint on the network and joins it to the sandbox: its interface, addresses, routes and ports. */
-  async connect(netRef: string, sbRef: string, req: ConnectRequest = {}): Promise<Endpoint> {
-    const net0 = this.network(netRef);
-    const sb0 = this.sandbox(sbRef);
-    return this.locks.shared(net0.id, () =>
-      this.locks.exclusive(sb0.id, async () => {
-        const net = this.network(net0.id);
-        const sb = this.sandbox(sb0.id);
-        if (net.owner === 'docker') throw invalid(`network "${net.name}" belongs to Docker; use docker network connect`, `network "${net.name}"`);
-        if (net.state !== 'ready') throw busy(`network "${net.name}" is being ${net.state}`, `network "${net.name}"`);
-        const existing = this.state.endpointsOfSandbox(sb.id).find((e) => e.networkId === net.id);
-        if (existing) throw conflict(`sandbox "${sb.name}" is already connected to network "${net.name}"`, `sandbox "${sb.name}"`);
-        const aliases = (req.aliases ?? []).map((a) => {
-          if (!DNS_LABEL.test(a) || a.length > 253) throw invalid(`alias "${a}" is not a valid DNS name`, `alias "${a}"`);
-          return a;
-        });
-        const mac = req.mac === undefined ? undefined : checkMac(req.mac);
-        for (const [want, family] of [[req.ip, 4], [req.ip6, 6]] as const) {
-          if (want === undefined) continue;
-          if (!(family === 4 ? net.ipv4 : net.ipv6)) throw invalid(`network "${net.name}" has no IPv${family} subnet for address ${want}`, `network "${net.name}"`);
-          if (IpAddr.parse(want).family !== family) throw invalid(`address ${want} is not IPv${family}`, `address "${want}"`);
-        }
-        const requests = req.ports ?? [];
-        if (requests.length && net.internal)
-          throw invalid(`network "${net.name}" is internal: it has no way in from outside, so ports cannot be published`, `network "${net.name}"`);
-        const d = this.driver(net.driver);
-        const hostIp = d.defaultHostIp?.(net) ?? '';
-        const ports = await choosePorts(this.state, requests.map((q) => (q.hostIp === '' ? { ...q, hostIp } : q)));
-        const id = newId();
-        // The intent (with its ports) first; then the addresses, owned by the endpoint's id, so a
-        // crash in between is undone by the reconcile (releaseOwned).
-        const intent = this.state.unsynced(() => {
-          for (const p of ports) checkPortFree(this.state, p);
-          const mine = this.state.endpointsOfSandbox(sb.id);
-          let n = 0;
-          while (mine.some((e) => e.ifname === `eth${n}`)) n++;
-          const provides = !net.internal && (net.ipv4?.gateway !== undefined || net.ipv6?.gateway !== undefined) && !mine.some((e) => e.gatewayProvider);
-          const e: Endpoint = {
-            id, name: sb.name, networkId: net.id, sandboxId: sb.id, state: 'creating', ipv4: undefined, ipv6: undefined,
-            mac: mac ?? macFor(undefined, id), hostIfname: d.hostIfname?.({ id }), ifname: `eth${n}`,
-            aliases, ports, gatewayProvider: provides, created: new Date().toISOString(),
-          };
-          this.state.insertEndpoint(e);
-          return e;
-        });
-        let ep: Endpoint;
-        try {
-          // Not durable on their own: the endpoint's 'ready' commit carries them to disk (Ipam.commit).
-          const ipv4 = net.ipv4 ? await this.ipam.requestAddress(net.ipv4.poolId, { address: req.ip, owner: id, durable: false }) : undefined;
-          const ipv6 = net.ipv6 ? await this.ipam.requestAddress(net.ipv6.poolId, { address: req.ip6, owner: id, durable: false }) : undefined;
-          ep = { ...intent, ipv4, ipv6, mac: mac ?? macFor(ipv4?.value, id) };
-          this.state.unsynced(() => this.state.setEndpointAddresses(id, ipv4, ipv6, ep.mac));
-          failpoint('connect:allocated');
-          await transaction(async (t) => {
-            const ns = Netns.atPath(sb.netns);
-            const a = await d.join(net, ep, { kind: 'sandbox', ns, ifname: ep.ifname }, t);
-            failpoint('connect:joined');
-            await configureInterface(ns, net, ep, a, { defaultRoute: ep.gatewayProvider });
-            failpoint('connect:configured');
-            if (ports.length) await d.programExternalConnectivity?.(net, ep, ports, t);
-          });
-        } catch (e) {
-          await this.forgetEndpoint(net, intent);
-          throw this.explain(e);
-        }
-        this.state.setEndpointState(id, 'ready');
-        const ready = { ...ep, state: 'ready' as const };
-        this.emit('endpoint', 'up', ready, net, sb);
-        return ready;
-      }),
-    );
+  connect(netRef: string, sbRef: string, req: ConnectRequest = {}): Promise<Endpoint> {
+    return connect(this.core, netRef, sbRef, req);
   }
 
-  async disconnect(netRef: string, sbRef: string): Promise<void> {
-    const net0 = this.network(netRef);
-    const sb0 = this.sandbox(sbRef);
-    await this.locks.shared(net0.id, () =>
-      this.locks.exclusive(sb0.id, async () => {
-        const net = this.network(net0.id);
-        const sb = this.sandbox(sb0.id);
-        const ep = this.state.endpointsOfSandbox(sb.id).find((e) => e.networkId === net.id);
-        if (!ep) throw notFound(`sandbox "${sb.name}" is not connected to network "${net.name}"`, `sandbox "${sb.name}"`);
-        this.state.unsynced(() => this.state.setEndpointState(ep.id, 'deleting'));
-        await this.teardownEndpoint(net, ep, { sandboxGoing: false });
-        failpoint('disconnect:left');
-        await this.forgetEndpoint(net, ep);
-        this.emit('endpoint', 'down', ep, net, sb);
-        if (ep.gatewayProvider) await this.reassignGateway(sb);
-      }),
-    );
+  disconnect(netRef: string, sbRef: string): Promise<void> {
+    return disconnect(this.core, netRef, sbRef);
   }
 
-  /** The kernel side of an endpoint goes: its published ports, the driver's interface, the sandbox's. */
-  private async teardownEndpoint(net: Network, ep: Endpoint, how: { sandboxGoing: boolean }): Promise<void> {
-    const d = this.driver(net.driver);
-    if (ep.ports.length) await d.revokeExternalConnectivity?.(net, ep, ep.ports);
-    await d.leave(net, ep, how);
-    const sb = ep.sandboxId ? this.state.sandbox(ep.sandboxId) : undefined;
-    if (!how.sandboxGoing && sb?.kind === 'lab' && existsSync(sb.netns)) await removeInterface(Netns.atPath(sb.netns), ep.ifname);
+  /** Records an endpoint whose addresses another IPAM chose and whose sandbox another engine owns (Docker's CreateEndpoint). */
+  createEndpoint(netRef: string, req: EndpointRequest): Promise<Endpoint> {
+    return createEndpoint(this.core, netRef, req);
   }
 
-  /** Drops an endpoint's row, and its addresses when they are tnet's to release. */
-  private async forgetEndpoint(net: Network, ep: Endpoint): Promise<void> {
-    if (net.addresses === 'tnet') await this.ipam.releaseOwned(ep.id);
-    this.state.tx(() => this.state.deleteEndpoint(ep.id));
+  deleteEndpoint(netRef: string, id: string): Promise<void> {
+    return deleteEndpoint(this.core, netRef, id);
   }
 
-  /** The sandbox lost its default route with an endpoint: the next eligible endpoint supplies it. */
-  private async reassignGateway(sb: Sandbox): Promise<void> {
-    for (const ep of this.state.endpointsOfSandbox(sb.id)) {
-      const net = this.state.network(ep.networkId);
-      if (!net || net.internal) continue;
-      const gws = [net.ipv4?.gateway, net.ipv6?.gateway].filter((g): g is IpAddr => g !== undefined);
-      if (!gws.length) continue;
-      await withRtnl(Netns.atPath(sb.netns), async (h) => {
-        const link = await linkByName(h, ep.ifname);
-        if (!link) return;
-        for (const g of gws) await routeAdd(h, { gateway: g.toString(), oif: link.index, onlink: true });
-      });
-      this.state.setGatewayProvider(ep.id, true);
-      return;
-    }
+  /** Makes the endpoint's interface and leaves it in the host namespace for the engine to move (Docker's Join). */
+  join(netRef: string, id: string): Promise<Attachment> {
+    return join(this.core, netRef, id);
   }
 
-  // ---------------------------------------------------------------- endpoints handed to another engine
-
-  /**
-   * Records an endpoint whose addresses another IPAM chose and whose sandbox another engine owns
-   * (Docker's CreateEndpoint). No kernel work until join. Written 'ready' at once and without an
-   * fsync (State.unsynced): the engine keeps its own record, so the reconcile never releases
-   * what it still holds. A retried call for the same endpoint returns it unchanged.
-   */
-  async createEndpoint(netRef: string, req: EndpointRequest): Promise<Endpoint> {
-    const net = this.network(netRef);
-    if (!DOCKER_ID.test(req.id)) throw invalid(`endpoint ID ${JSON.stringify(req.id)} is not 64 lowercase hex digits`, `endpoint ${String(req.id)}`);
-    return this.locks.shared(net.id, async () => {
-      for (const [a, ip, family] of [[req.ipv4, net.ipv4, 4], [req.ipv6, net.ipv6, 6]] as const) {
-        if (!a) continue;
-        if (a.family !== family) throw invalid(`address ${a} is not IPv${family}`, `endpoint ${short(req.id)}`);
-        if (!ip) throw invalid(`network ${short(net.id)} has no IPv${family} subnet for ${a}`, `endpoint ${short(req.id)}`);
-        if (!ip.subnet.contains(a)) throw invalid(`address ${a} is not in the network's subnet ${ip.subnet}`, `endpoint ${short(req.id)}`);
-      }
-      const mac = req.mac === undefined ? undefined : checkMac(req.mac);
-      const existing = this.state.endpoint(req.id);
-      if (existing) {
-        if (existing.networkId !== net.id) throw conflict(`endpoint ${short(req.id)} already exists on another network`, `endpoint ${short(req.id)}`);
-        return existing;
-      }
-      const ep: Endpoint = {
-        id: req.id, name: req.name ?? short(req.id), networkId: net.id, sandboxId: undefined, state: 'ready', ipv4: req.ipv4, ipv6: req.ipv6,
-        mac: mac ?? macFor(req.ipv4?.value, req.id), hostIfname: this.driver(net.driver).hostIfname?.({ id: req.id }), ifname: 'eth',
-        aliases: [], ports: [], gatewayProvider: false, created: new Date().toISOString(),
-      };
-      try {
-        this.state.unsynced(() => this.state.insertEndpoint(ep));
-      } catch (e) {
-        if (/UNIQUE constraint failed: endpoints.host_ifname/.test(String(e)))
-          throw conflict(`endpoint ${short(req.id)}: another endpoint has the same 12-digit ID prefix`, `endpoint ${short(req.id)}`);
-        throw e;
-      }
-      this.emit('endpoint', 'up', ep, net, undefined);
-      return ep;
-    });
-  }
-
-  /** The endpoint of a network, or a not-found error naming both. */
-  private endpointOf(net: Network, id: string): Endpoint {
-    const e = this.state.endpoint(id);
-    if (!e || e.networkId !== net.id)
-      throw notFound(`endpoint ${short(id)} does not exist on network ${short(net.id)} (unknown EndpointID ${id})`, `endpoint ${short(id)}`);
-    return e;
-  }
-
-  async deleteEndpoint(netRef: string, id: string): Promise<void> {
-    const net = this.network(netRef);
-    const ep = this.endpointOf(net, id);
-    await this.locks.shared(net.id, async () => {
-      await this.teardownEndpoint(net, ep, { sandboxGoing: false });
-      await this.forgetEndpoint(net, ep);
-      this.emit('endpoint', 'down', ep, net, undefined);
-    });
-  }
-
-  /**
-   * Makes the endpoint's interface and leaves it in the host namespace for the engine to move
-   * (Docker's Join). A retried join (its answer was lost) gets a fresh interface.
-   */
-  async join(netRef: string, id: string): Promise<Attachment> {
-    const net = this.network(netRef);
-    const ep = this.endpointOf(net, id);
-    const d = this.driver(net.driver);
-    const target: JoinTarget = { kind: 'handoff' };
-    return this.locks.shared(net.id, async () => {
-      try {
-        return await transaction((t) => d.join(net, ep, target, t));
-      } catch (e) {
-        if (!isErrno(e, 'EEXIST')) throw this.explain(e);
-        await d.leave(net, ep, { sandboxGoing: false });
-        return transaction((t) => d.join(net, ep, target, t)).catch((e2: unknown) => {
-          throw this.explain(e2);
-        });
-      }
-    });
-  }
-
-  async leave(netRef: string, id: string): Promise<void> {
-    const net = this.network(netRef);
-    const ep = this.endpointOf(net, id);
-    await this.locks.shared(net.id, () => this.driver(net.driver).leave(net, ep, { sandboxGoing: false }));
+  leave(netRef: string, id: string): Promise<void> {
+    return leave(this.core, netRef, id);
   }
 
   /** Publishes host ports to a joined endpoint (Docker's ProgramExternalConnectivity); once per endpoint. */
-  async publishPorts(netRef: string, id: string, requests: readonly PortRequest[]): Promise<readonly PortMapping[]> {
-    const net = this.network(netRef);
-    const ep0 = this.endpointOf(net, id);
-    if (net.internal || requests.length === 0 || ep0.ports.length > 0) return ep0.ports;
-    const d = this.driver(net.driver);
-    if (!d.programExternalConnectivity) throw invalid(`driver ${net.driver} does not publish ports`, `network "${net.name}"`);
-    return this.locks.shared(net.id, async () => {
-      const hostIp = d.defaultHostIp?.(net) ?? '';
-      const ports = await choosePorts(this.state, requests.map((q) => (q.hostIp === '' ? { ...q, hostIp } : q)));
-      const ep = this.state.tx(() => {
-        const cur = this.endpointOf(net, ep0.id);
-        if (cur.ports.length > 0) return undefined; // programmed by a concurrent call
-        for (const p of ports) checkPortFree(this.state, p);
-        for (const p of ports) this.state.insertPort(cur.id, p);
-        return { ...cur, ports };
-      });
-      if (!ep) return this.endpointOf(net, ep0.id).ports;
-      try {
-        await transaction((t) => d.programExternalConnectivity!(net, ep, ports, t));
-      } catch (e) {
-        this.state.deletePorts(ep.id);
-        throw this.explain(e);
-      }
-      return ports;
-    });
+  publishPorts(netRef: string, id: string, requests: readonly PortRequest[]): Promise<readonly PortMapping[]> {
+    return publishPorts(this.core, netRef, id, requests);
   }
 
-  async unpublishPorts(netRef: string, id: string): Promise<void> {
-    const net = this.network(netRef);
-    const ep = this.endpointOf(net, id);
-    if (ep.ports.length === 0) return;
-    await this.locks.shared(net.id, async () => {
-      await this.driver(net.driver).revokeExternalConnectivity?.(net, ep, ep.ports);
-      this.state.deletePorts(ep.id);
-    });
+  unpublishPorts(netRef: string, id: string): Promise<void> {
+    return unpublishPorts(this.core, netRef, id);
   }
 
   // ---------------------------------------------------------------- address pools for an IPAM face
 
   /** A pool for another engine's networks (Docker's RequestPool); an auto-chosen one avoids the host's routes. */
   async requestPool(req: PoolRequest): Promise<Pool> {
-    const avoid = req.subnet ? [] : await this.taken();
+    const avoid = req.subnet ? [] : await this.core.taken();
     return this.ipam.requestPool({ ...req, avoid });
-  }
-
-  /** What an auto-chosen pool must not overlap: the host's routes and the configured subnets. */
-  private async taken(): Promise<Subnet[]> {
-    return [...(await hostRoutes(this.rtnl)), ...this.avoid];
   }
 
   releasePool(poolId: string): Promise<number> {
@@ -789,20 +317,20 @@ export class Controller extends EventEmitter<ControllerEvents> {
     for (const ep of this.state.endpoints()) {
       if (ep.state === 'ready') continue;
       const net = this.state.network(ep.networkId)!;
-      await this.teardownEndpoint(net, ep, { sandboxGoing: false });
-      await this.forgetEndpoint(net, ep);
+      await teardownEndpoint(this.core, net, ep, { sandboxGoing: false });
+      await forgetEndpoint(this.core, net, ep);
     }
     for (const sb of this.state.sandboxes()) {
       if (sb.state === 'ready') continue;
       const eps = this.state.endpointsOfSandbox(sb.id);
-      this.removeNamespace(sb);
-      for (const ep of eps) await this.forgetEndpoint(this.state.network(ep.networkId)!, ep);
+      removeNamespace(this.core, sb);
+      for (const ep of eps) await forgetEndpoint(this.core, this.state.network(ep.networkId)!, ep);
       this.state.tx(() => this.state.deleteSandbox(sb.id));
     }
     for (const net of this.state.networks()) {
       if (net.state === 'ready') continue;
       await this.driver(net.driver).deleteNetwork(net);
-      await this.forgetNetwork(net);
+      await forgetNetwork(this.core, net);
     }
     // 2. Each driver makes its side match: networks, stale links, the firewall.
     const nets = this.state.networks();
@@ -836,14 +364,5 @@ export class Controller extends EventEmitter<ControllerEvents> {
       }
     }
     log.info({ ms: Math.round(performance.now() - t0) }, 'reconciled');
-  }
-
-  /** Kernel errors carry errno names; the faces want a TnetError with a code. */
-  private explain(e: unknown): unknown {
-    if (e instanceof KernelError) {
-      const code = e.errno === 'EEXIST' ? 'conflict' : e.errno.startsWith('EOPNOTSUPP') ? 'unsupported' : 'kernel';
-      return new TnetError(code, e.message, { object: e.object, cause: e });
-    }
-    return e;
   }
 }

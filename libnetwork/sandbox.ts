@@ -1,79 +1,73 @@
-import type { Attachment } from './driverapi.js';
-import { invalid } from './errors.js';
-import type { IpAddr } from './ipam/address.js';
-import { type Netns, addrAdd, cidr, isErrno, linkByName, linkDelIfExists, linkGet, linkSetUp, routeAdd, withRtnl } from './kernel/index.js';
-import type { Endpoint, Network } from './model.js';
-
 /**
- * The namespace of a lab sandbox: tnet's prefix and the instance's scope, so it is findable, never
- * mistaken for another's, and two tnet instances on one host (a daemon and a CI test's library)
- * can both have a sandbox "a": `tn-a` for the unscoped instance, `tn-SCOPE-a` for another.
+ * Sandboxes tnet owns: a named network namespace (`tn-[SCOPE-]NAME`) with lo up, its resolv.conf,
+ * and its removal with every endpoint in it. Docker's sandboxes are dockerd's (endpoint.ts join).
  */
-export const netnsName = (scope: string, sandboxName: string) => (scope ? `tn-${scope}-${sandboxName}` : `tn-${sandboxName}`);
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { type Core, explain, ownedElsewhere, readySandbox } from './core.js';
+import { forgetEndpoint, teardownEndpoint } from './endpoint.js';
+import { conflict } from './errors.js';
+import { Netns, linkSetUp, netnsAdd, netnsDel, netnsExists, withRtnl } from './kernel/index.js';
+import type { Owner, Sandbox } from './model.js';
+import { checkName, netnsName } from './names.js';
+import { newId } from './store/state.js';
+import { transaction } from './txn.js';
 
-const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
-
-/**
- * Names people give to networks and sandboxes: what Docker accepts for container and network
- * names, short enough to sit in a namespace file name and a DNS label.
- */
-export function checkName(kind: 'network' | 'sandbox', name: unknown): string {
-  if (typeof name !== 'string' || name === '') throw invalid(`a ${kind} name is required`);
-  if (name.length > 63) throw invalid(`${kind} name "${name}" is ${name.length} characters; at most 63`, `${kind} "${name}"`);
-  if (!NAME.test(name))
-    throw invalid(
-      `${kind} name "${name}" may only contain letters, digits, "_", "." and "-", and must start with a letter or digit`,
-      `${kind} "${name}"`,
-    );
-  return name;
-}
-
-/** Docker's MAC scheme: 02:42 and the IPv4 address, so a restarted endpoint keeps its ARP entries valid. */
-export function macFor(ipv4: bigint | undefined, seed: string): string {
-  const tail = ipv4 !== undefined ? ipv4.toString(16).padStart(8, '0') : seed.slice(0, 8);
-  return `02:42:${tail.match(/../g)!.join(':')}`;
-}
-
-/** The gateways a sandbox's default routes go through, if this endpoint supplies them. */
-export function defaultGateways(a: Pick<Attachment, 'gateway4' | 'gateway6'>): IpAddr[] {
-  return [a.gateway4, a.gateway6].filter((g): g is IpAddr => g !== undefined);
-}
-
-/**
- * The core's half of a join into a sandbox tnet owns: the interface the driver made comes up with
- * the endpoint's addresses, the driver's static routes and, if it supplies them, the default
- * routes, all in one round trip (the default routes are onlink, so they need not wait for the
- * address). `repair`: the interface may be half configured (reconcile); what is there already is kept.
- */
-export async function configureInterface(
-  ns: Netns,
-  net: Network,
-  ep: Endpoint,
-  a: Attachment,
-  opts: { defaultRoute: boolean; repair?: boolean },
-): Promise<void> {
-  await withRtnl(ns, async (s) => {
-    const index = a.ifindex ?? (await linkGet(s, ep.ifname)).index;
-    const tolerate = (p: Promise<void>) => (opts.repair ? p.catch((e: unknown) => { if (!isErrno(e, 'EEXIST')) throw e; }) : p);
-    const work: Promise<void>[] = [linkSetUp(s, ep.ifname)];
-    if (ep.ipv4 && net.ipv4) work.push(tolerate(addrAdd(s, index, ep.ifname, cidr(`${ep.ipv4}/${net.ipv4.subnet.prefix}`))));
-    if (ep.ipv6 && net.ipv6) work.push(tolerate(addrAdd(s, index, ep.ifname, cidr(`${ep.ipv6}/${net.ipv6.subnet.prefix}`))));
-    for (const r of a.staticRoutes) {
-      work.push(tolerate(routeAdd(s, { dst: cidr(r.destination), oif: index, ...(r.nextHop ? { gateway: r.nextHop, onlink: true } : {}) })));
+export async function createSandbox(core: Core, req: { name: string; owner?: Owner }): Promise<Sandbox> {
+  const name = checkName('sandbox', req.name);
+  const owner = req.owner ?? '';
+  return core.locks.exclusive(`sandbox-name:${owner}:${name}`, async () => {
+    if (core.state.findSandbox(name, owner)?.name === name) throw conflict(`sandbox "${name}" already exists`, `sandbox "${name}"`);
+    const nsName = netnsName(core.scope, name);
+    if (netnsExists(nsName))
+      throw conflict(`a network namespace named "${nsName}" already exists and this tnet instance does not own it`, `netns "${nsName}"`);
+    const sb: Sandbox = {
+      id: newId(), name, owner, kind: 'lab', state: 'creating', netns: Netns.named(nsName).path, created: new Date().toISOString(),
+    };
+    core.state.unsynced(() => core.state.insertSandbox(sb));
+    try {
+      await transaction(async (t) => {
+        const ns = await t.step(`netns ${nsName}`, () => netnsAdd(nsName), () => netnsDel(nsName));
+        await withRtnl(ns, (h) => linkSetUp(h, 'lo'));
+      });
+    } catch (e) {
+      core.state.deleteSandbox(sb.id);
+      throw explain(e);
     }
-    if (opts.defaultRoute) {
-      for (const g of defaultGateways(a)) work.push(tolerate(routeAdd(s, { gateway: g.toString(), oif: index, onlink: true })));
-    }
-    await Promise.all(work);
+    core.state.setSandboxState(sb.id, 'ready');
+    const ready = { ...sb, state: 'ready' as const };
+    core.events.emit('sandbox', 'up', ready);
+    return ready;
   });
 }
 
-/** Whether the sandbox side of an endpoint is there: its interface exists in the namespace. */
-export async function interfaceInSandbox(ns: Netns, ifname: string): Promise<boolean> {
-  return withRtnl(ns, async (s) => (await linkByName(s, ifname)) !== undefined);
+export async function deleteSandbox(core: Core, ref: string, opts: { owner?: Owner } = {}): Promise<void> {
+  const owner = opts.owner ?? '';
+  const found = readySandbox(core, ref, opts.owner === undefined ? undefined : owner);
+  await core.locks.exclusive(found.id, async () => {
+    const sb = readySandbox(core, found.id);
+    if (sb.owner !== owner) throw ownedElsewhere('sandbox', sb.name, sb.owner);
+    core.state.unsynced(() => core.state.setSandboxState(sb.id, 'deleting'));
+    const eps = core.state.endpointsOfSandbox(sb.id);
+    for (const ep of eps) await teardownEndpoint(core, core.state.network(ep.networkId)!, ep, { sandboxGoing: true });
+    removeNamespace(core, sb);
+    for (const ep of eps) await forgetEndpoint(core, core.state.network(ep.networkId)!, ep);
+    core.state.tx(() => core.state.deleteSandbox(sb.id));
+    for (const ep of eps) core.events.emit('endpoint', 'down', ep, core.state.network(ep.networkId)!, sb);
+    core.events.emit('sandbox', 'down', sb);
+  });
 }
 
-/** Removes the sandbox side of an endpoint (a veth's peer goes with its host end; a macvlan only this way). */
-export async function removeInterface(ns: Netns, ifname: string): Promise<void> {
-  await withRtnl(ns, (s) => linkDelIfExists(s, ifname));
+export function removeNamespace(core: Core, sb: Sandbox): void {
+  if (sb.kind !== 'lab') return;
+  const nsName = sb.netns.slice(sb.netns.lastIndexOf('/') + 1);
+  if (netnsExists(nsName)) netnsDel(nsName);
+  rmSync(`${core.etcNetns}/${nsName}`, { recursive: true, force: true });
+}
+
+/** Writes the sandbox's resolv.conf (read by `ip netns exec` and `tnet exec`). */
+export function writeResolvConf(core: Core, sb: Sandbox, content: string): void {
+  if (sb.kind !== 'lab') return;
+  const dir = `${core.etcNetns}/${sb.netns.slice(sb.netns.lastIndexOf('/') + 1)}`;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(`${dir}/resolv.conf`, content);
 }

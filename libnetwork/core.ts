@@ -1,0 +1,64 @@
+/**
+ * What the operations on each CNM object (network.ts, sandbox.ts, endpoint.ts) share inside the
+ * controller. The controller builds one and keeps it private: no face ever holds it, so the
+ * controller stays the only writer of CNM state.
+ */
+import type { EventEmitter } from 'node:events';
+import type { ControllerEvents } from './controller.js';
+import type { Driver, DriverRegistry } from './driverapi.js';
+import { TnetError, invalid, notFound } from './errors.js';
+import type { Allocator } from './ipam/allocator.js';
+import type { Subnet } from './ipam/subnet.js';
+import { KernelError, type Rtnl } from './kernel/index.js';
+import type { KeyedLock } from './lock.js';
+import type { Network, Owner, Sandbox } from './model.js';
+import type { State } from './store/state.js';
+
+export interface Core {
+  readonly state: State;
+  readonly ipam: Allocator;
+  readonly locks: KeyedLock;
+  /** The host namespace's handle (host routes). */
+  readonly rtnl: Rtnl;
+  /** What host-wide kernel names carry ('' = none). */
+  readonly scope: string;
+  /** Where lab sandboxes' resolv.conf goes. */
+  readonly etcNetns: string;
+  readonly registry: DriverRegistry;
+  driver(type: string): Driver;
+  /** What an auto-chosen pool must not overlap: the host's routes and the configured subnets. */
+  taken(): Promise<Subnet[]>;
+  /** Where the operations announce what changed (the controller itself). */
+  readonly events: EventEmitter<ControllerEvents>;
+}
+
+export const DOCKER_ID = /^[0-9a-f]{64}$/;
+
+/** A ready network by id, name or id prefix (`owner` narrows the name); 'not-found' otherwise. */
+export function readyNetwork(core: Core, ref: string, owner?: Owner): Network {
+  const n = core.state.findNetwork(ref, owner);
+  if (!n || n.state === 'creating') throw notFound(`network "${ref}" not found`, `network "${ref}"`);
+  return n;
+}
+
+export function readySandbox(core: Core, ref: string, owner?: Owner): Sandbox {
+  const s = core.state.findSandbox(ref, owner);
+  if (!s || s.state === 'creating') throw notFound(`sandbox "${ref}" not found`, `sandbox "${ref}"`);
+  return s;
+}
+
+/** How each owner's objects are removed, for the message that refuses another face's attempt. */
+export function ownedElsewhere(kind: 'network' | 'sandbox', name: string, owner: Owner): TnetError {
+  const how = owner === 'docker' ? `use docker ${kind === 'network' ? 'network rm' : 'rm'}` : owner.startsWith('lab:') ? `use tnet destroy ${owner.slice(4)}` : 'use tnet';
+  const who = owner === 'docker' ? 'Docker' : owner.startsWith('lab:') ? `lab "${owner.slice(4)}"` : 'nobody';
+  return invalid(`${kind} "${name}" belongs to ${who}; ${how}`, `${kind} "${name}"`);
+}
+
+/** Kernel errors carry errno names; the faces want a TnetError with a code. */
+export function explain(e: unknown): unknown {
+  if (e instanceof KernelError) {
+    const code = e.errno === 'EEXIST' ? 'conflict' : e.errno.startsWith('EOPNOTSUPP') ? 'unsupported' : 'kernel';
+    return new TnetError(code, e.message, { object: e.object, cause: e });
+  }
+  return e;
+}

@@ -1,0 +1,279 @@
+/**
+ * Endpoints: joined to a lab sandbox in one step (connect/disconnect), or created, joined and
+ * left on another engine's behalf (Docker's CreateEndpoint/Join/Leave/DeleteEndpoint), with
+ * their published ports. The driver makes the interface; the core configures it (iface.ts).
+ */
+import { existsSync } from 'node:fs';
+import { type Core, DOCKER_ID, explain, readyNetwork, readySandbox } from './core.js';
+import type { Attachment, JoinTarget } from './driverapi.js';
+import { busy, conflict, invalid, notFound } from './errors.js';
+import { failpoint } from './failpoint.js';
+import { configureInterface, removeInterface } from './iface.js';
+import { IpAddr } from './ipam/address.js';
+import { Netns, isErrno, linkByName, routeAdd, withRtnl } from './kernel/index.js';
+import type { Endpoint, Network, PortMapping, PortRequest, Sandbox } from './model.js';
+import { checkAlias, checkMac, macFor, short } from './names.js';
+import { checkPortFree, choosePorts } from './ports.js';
+import { newId } from './store/state.js';
+import { transaction } from './txn.js';
+
+export interface ConnectRequest {
+  readonly ip?: string;
+  readonly ip6?: string;
+  readonly mac?: string;
+  readonly aliases?: readonly string[];
+  readonly ports?: readonly PortRequest[];
+}
+
+/** An endpoint whose addresses another IPAM chose (Docker's CreateEndpoint). */
+export interface EndpointRequest {
+  readonly id: string;
+  readonly name?: string;
+  readonly ipv4?: IpAddr;
+  readonly ipv6?: IpAddr;
+  readonly mac?: string;
+}
+
+/** Creates an endpoint on the network and joins it to the sandbox: its interface, addresses, routes and ports. */
+export async function connect(core: Core, netRef: string, sbRef: string, req: ConnectRequest = {}): Promise<Endpoint> {
+  const net0 = readyNetwork(core, netRef);
+  const sb0 = readySandbox(core, sbRef);
+  return core.locks.shared(net0.id, () =>
+    core.locks.exclusive(sb0.id, async () => {
+      const net = readyNetwork(core, net0.id);
+      const sb = readySandbox(core, sb0.id);
+      if (net.owner === 'docker') throw invalid(`network "${net.name}" belongs to Docker; use docker network connect`, `network "${net.name}"`);
+      if (net.state !== 'ready') throw busy(`network "${net.name}" is being ${net.state}`, `network "${net.name}"`);
+      const existing = core.state.endpointsOfSandbox(sb.id).find((e) => e.networkId === net.id);
+      if (existing) throw conflict(`sandbox "${sb.name}" is already connected to network "${net.name}"`, `sandbox "${sb.name}"`);
+      const aliases = (req.aliases ?? []).map(checkAlias);
+      const mac = req.mac === undefined ? undefined : checkMac(req.mac);
+      for (const [want, family] of [[req.ip, 4], [req.ip6, 6]] as const) {
+        if (want === undefined) continue;
+        if (!(family === 4 ? net.ipv4 : net.ipv6)) throw invalid(`network "${net.name}" has no IPv${family} subnet for address ${want}`, `network "${net.name}"`);
+        if (IpAddr.parse(want).family !== family) throw invalid(`address ${want} is not IPv${family}`, `address "${want}"`);
+      }
+      const requests = req.ports ?? [];
+      if (requests.length && net.internal)
+        throw invalid(`network "${net.name}" is internal: it has no way in from outside, so ports cannot be published`, `network "${net.name}"`);
+      const d = core.driver(net.driver);
+      const hostIp = d.defaultHostIp?.(net) ?? '';
+      const ports = await choosePorts(core.state, requests.map((q) => (q.hostIp === '' ? { ...q, hostIp } : q)));
+      const id = newId();
+      // The intent (with its ports) first; then the addresses, owned by the endpoint's id, so a
+      // crash in between is undone by the reconcile (releaseOwned).
+      const intent = core.state.unsynced(() => {
+        for (const p of ports) checkPortFree(core.state, p);
+        const mine = core.state.endpointsOfSandbox(sb.id);
+        let n = 0;
+        while (mine.some((e) => e.ifname === `eth${n}`)) n++;
+        const provides = !net.internal && (net.ipv4?.gateway !== undefined || net.ipv6?.gateway !== undefined) && !mine.some((e) => e.gatewayProvider);
+        const e: Endpoint = {
+          id, name: sb.name, networkId: net.id, sandboxId: sb.id, state: 'creating', ipv4: undefined, ipv6: undefined,
+          mac: mac ?? macFor(undefined, id), hostIfname: d.hostIfname?.({ id }), ifname: `eth${n}`,
+          aliases, ports, gatewayProvider: provides, created: new Date().toISOString(),
+        };
+        core.state.insertEndpoint(e);
+        return e;
+      });
+      let ep: Endpoint;
+      try {
+        // Not durable on their own: the endpoint's 'ready' commit carries them to disk (Ipam.commit).
+        const ipv4 = net.ipv4 ? await core.ipam.requestAddress(net.ipv4.poolId, { address: req.ip, owner: id, durable: false }) : undefined;
+        const ipv6 = net.ipv6 ? await core.ipam.requestAddress(net.ipv6.poolId, { address: req.ip6, owner: id, durable: false }) : undefined;
+        ep = { ...intent, ipv4, ipv6, mac: mac ?? macFor(ipv4?.value, id) };
+        core.state.unsynced(() => core.state.setEndpointAddresses(id, ipv4, ipv6, ep.mac));
+        failpoint('connect:allocated');
+        await transaction(async (t) => {
+          const ns = Netns.atPath(sb.netns);
+          const a = await d.join(net, ep, { kind: 'sandbox', ns, ifname: ep.ifname }, t);
+          failpoint('connect:joined');
+          await configureInterface(ns, net, ep, a, { defaultRoute: ep.gatewayProvider });
+          failpoint('connect:configured');
+          if (ports.length) await d.programExternalConnectivity?.(net, ep, ports, t);
+        });
+      } catch (e) {
+        await forgetEndpoint(core, net, intent);
+        throw explain(e);
+      }
+      core.state.setEndpointState(id, 'ready');
+      const ready = { ...ep, state: 'ready' as const };
+      core.events.emit('endpoint', 'up', ready, net, sb);
+      return ready;
+    }),
+  );
+}
+
+export async function disconnect(core: Core, netRef: string, sbRef: string): Promise<void> {
+  const net0 = readyNetwork(core, netRef);
+  const sb0 = readySandbox(core, sbRef);
+  await core.locks.shared(net0.id, () =>
+    core.locks.exclusive(sb0.id, async () => {
+      const net = readyNetwork(core, net0.id);
+      const sb = readySandbox(core, sb0.id);
+      const ep = core.state.endpointsOfSandbox(sb.id).find((e) => e.networkId === net.id);
+      if (!ep) throw notFound(`sandbox "${sb.name}" is not connected to network "${net.name}"`, `sandbox "${sb.name}"`);
+      core.state.unsynced(() => core.state.setEndpointState(ep.id, 'deleting'));
+      await teardownEndpoint(core, net, ep, { sandboxGoing: false });
+      failpoint('disconnect:left');
+      await forgetEndpoint(core, net, ep);
+      core.events.emit('endpoint', 'down', ep, net, sb);
+      if (ep.gatewayProvider) await reassignGateway(core, sb);
+    }),
+  );
+}
+
+/** The kernel side of an endpoint goes: its published ports, the driver's interface, the sandbox's. */
+export async function teardownEndpoint(core: Core, net: Network, ep: Endpoint, how: { sandboxGoing: boolean }): Promise<void> {
+  const d = core.driver(net.driver);
+  if (ep.ports.length) await d.revokeExternalConnectivity?.(net, ep, ep.ports);
+  await d.leave(net, ep, how);
+  const sb = ep.sandboxId ? core.state.sandbox(ep.sandboxId) : undefined;
+  if (!how.sandboxGoing && sb?.kind === 'lab' && existsSync(sb.netns)) await removeInterface(Netns.atPath(sb.netns), ep.ifname);
+}
+
+/** Drops an endpoint's row, and its addresses when they are tnet's to release. */
+export async function forgetEndpoint(core: Core, net: Network, ep: Endpoint): Promise<void> {
+  if (net.addresses === 'tnet') await core.ipam.releaseOwned(ep.id);
+  core.state.tx(() => core.state.deleteEndpoint(ep.id));
+}
+
+/** The sandbox lost its default route with an endpoint: the next eligible endpoint supplies it. */
+async function reassignGateway(core: Core, sb: Sandbox): Promise<void> {
+  for (const ep of core.state.endpointsOfSandbox(sb.id)) {
+    const net = core.state.network(ep.networkId);
+    if (!net || net.internal) continue;
+    const gws = [net.ipv4?.gateway, net.ipv6?.gateway].filter((g): g is IpAddr => g !== undefined);
+    if (!gws.length) continue;
+    await withRtnl(Netns.atPath(sb.netns), async (h) => {
+      const link = await linkByName(h, ep.ifname);
+      if (!link) return;
+      for (const g of gws) await routeAdd(h, { gateway: g.toString(), oif: link.index, onlink: true });
+    });
+    core.state.setGatewayProvider(ep.id, true);
+    return;
+  }
+}
+
+/**
+ * Records an endpoint whose addresses another IPAM chose and whose sandbox another engine owns
+ * (Docker's CreateEndpoint). No kernel work until join. Written 'ready' at once and without an
+ * fsync (State.unsynced): the engine keeps its own record, so the reconcile never releases
+ * what it still holds. A retried call for the same endpoint returns it unchanged.
+ */
+export async function createEndpoint(core: Core, netRef: string, req: EndpointRequest): Promise<Endpoint> {
+  const net = readyNetwork(core, netRef);
+  if (!DOCKER_ID.test(req.id)) throw invalid(`endpoint ID ${JSON.stringify(req.id)} is not 64 lowercase hex digits`, `endpoint ${String(req.id)}`);
+  return core.locks.shared(net.id, async () => {
+    for (const [a, ip, family] of [[req.ipv4, net.ipv4, 4], [req.ipv6, net.ipv6, 6]] as const) {
+      if (!a) continue;
+      if (a.family !== family) throw invalid(`address ${a} is not IPv${family}`, `endpoint ${short(req.id)}`);
+      if (!ip) throw invalid(`network ${short(net.id)} has no IPv${family} subnet for ${a}`, `endpoint ${short(req.id)}`);
+      if (!ip.subnet.contains(a)) throw invalid(`address ${a} is not in the network's subnet ${ip.subnet}`, `endpoint ${short(req.id)}`);
+    }
+    const mac = req.mac === undefined ? undefined : checkMac(req.mac);
+    const existing = core.state.endpoint(req.id);
+    if (existing) {
+      if (existing.networkId !== net.id) throw conflict(`endpoint ${short(req.id)} already exists on another network`, `endpoint ${short(req.id)}`);
+      return existing;
+    }
+    const ep: Endpoint = {
+      id: req.id, name: req.name ?? short(req.id), networkId: net.id, sandboxId: undefined, state: 'ready', ipv4: req.ipv4, ipv6: req.ipv6,
+      mac: mac ?? macFor(req.ipv4?.value, req.id), hostIfname: core.driver(net.driver).hostIfname?.({ id: req.id }), ifname: 'eth',
+      aliases: [], ports: [], gatewayProvider: false, created: new Date().toISOString(),
+    };
+    try {
+      core.state.unsynced(() => core.state.insertEndpoint(ep));
+    } catch (e) {
+      if (/UNIQUE constraint failed: endpoints.host_ifname/.test(String(e)))
+        throw conflict(`endpoint ${short(req.id)}: another endpoint has the same 12-digit ID prefix`, `endpoint ${short(req.id)}`);
+      throw e;
+    }
+    core.events.emit('endpoint', 'up', ep, net, undefined);
+    return ep;
+  });
+}
+
+/** The endpoint of a network, or a not-found error naming both. */
+function endpointOf(core: Core, net: Network, id: string): Endpoint {
+  const e = core.state.endpoint(id);
+  if (!e || e.networkId !== net.id)
+    throw notFound(`endpoint ${short(id)} does not exist on network ${short(net.id)} (unknown EndpointID ${id})`, `endpoint ${short(id)}`);
+  return e;
+}
+
+export async function deleteEndpoint(core: Core, netRef: string, id: string): Promise<void> {
+  const net = readyNetwork(core, netRef);
+  const ep = endpointOf(core, net, id);
+  await core.locks.shared(net.id, async () => {
+    await teardownEndpoint(core, net, ep, { sandboxGoing: false });
+    await forgetEndpoint(core, net, ep);
+    core.events.emit('endpoint', 'down', ep, net, undefined);
+  });
+}
+
+/**
+ * Makes the endpoint's interface and leaves it in the host namespace for the engine to move
+ * (Docker's Join). A retried join (its answer was lost) gets a fresh interface.
+ */
+export async function join(core: Core, netRef: string, id: string): Promise<Attachment> {
+  const net = readyNetwork(core, netRef);
+  const ep = endpointOf(core, net, id);
+  const d = core.driver(net.driver);
+  const target: JoinTarget = { kind: 'handoff' };
+  return core.locks.shared(net.id, async () => {
+    try {
+      return await transaction((t) => d.join(net, ep, target, t));
+    } catch (e) {
+      if (!isErrno(e, 'EEXIST')) throw explain(e);
+      await d.leave(net, ep, { sandboxGoing: false });
+      return transaction((t) => d.join(net, ep, target, t)).catch((e2: unknown) => {
+        throw explain(e2);
+      });
+    }
+  });
+}
+
+export async function leave(core: Core, netRef: string, id: string): Promise<void> {
+  const net = readyNetwork(core, netRef);
+  const ep = endpointOf(core, net, id);
+  await core.locks.shared(net.id, () => core.driver(net.driver).leave(net, ep, { sandboxGoing: false }));
+}
+
+/** Publishes host ports to a joined endpoint (Docker's ProgramExternalConnectivity); once per endpoint. */
+export async function publishPorts(core: Core, netRef: string, id: string, requests: readonly PortRequest[]): Promise<readonly PortMapping[]> {
+  const net = readyNetwork(core, netRef);
+  const ep0 = endpointOf(core, net, id);
+  if (net.internal || requests.length === 0 || ep0.ports.length > 0) return ep0.ports;
+  const d = core.driver(net.driver);
+  if (!d.programExternalConnectivity) throw invalid(`driver ${net.driver} does not publish ports`, `network "${net.name}"`);
+  return core.locks.shared(net.id, async () => {
+    const hostIp = d.defaultHostIp?.(net) ?? '';
+    const ports = await choosePorts(core.state, requests.map((q) => (q.hostIp === '' ? { ...q, hostIp } : q)));
+    const ep = core.state.tx(() => {
+      const cur = endpointOf(core, net, ep0.id);
+      if (cur.ports.length > 0) return undefined; // programmed by a concurrent call
+      for (const p of ports) checkPortFree(core.state, p);
+      for (const p of ports) core.state.insertPort(cur.id, p);
+      return { ...cur, ports };
+    });
+    if (!ep) return endpointOf(core, net, ep0.id).ports;
+    try {
+      await transaction((t) => d.programExternalConnectivity!(net, ep, ports, t));
+    } catch (e) {
+      core.state.deletePorts(ep.id);
+      throw explain(e);
+    }
+    return ports;
+  });
+}
+
+export async function unpublishPorts(core: Core, netRef: string, id: string): Promise<void> {
+  const net = readyNetwork(core, netRef);
+  const ep = endpointOf(core, net, id);
+  if (ep.ports.length === 0) return;
+  await core.locks.shared(net.id, async () => {
+    await core.driver(net.driver).revokeExternalConnectivity?.(net, ep, ep.ports);
+    core.state.deletePorts(ep.id);
+  });
+}

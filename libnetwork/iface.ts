@@ -1,0 +1,52 @@
+/**
+ * The core's kernel work inside sandboxes tnet owns: a driver makes an endpoint's interface, and
+ * the core configures it (addresses, routes, default gateway), checks it and removes it.
+ */
+import type { Attachment } from './driverapi.js';
+import type { IpAddr } from './ipam/address.js';
+import { type Netns, addrAdd, cidr, isErrno, linkByName, linkDelIfExists, linkGet, linkSetUp, routeAdd, withRtnl } from './kernel/index.js';
+import type { Endpoint, Network } from './model.js';
+
+/** The gateways a sandbox's default routes go through, if this endpoint supplies them. */
+export function defaultGateways(a: Pick<Attachment, 'gateway4' | 'gateway6'>): IpAddr[] {
+  return [a.gateway4, a.gateway6].filter((g): g is IpAddr => g !== undefined);
+}
+
+/**
+ * The core's half of a join into a sandbox tnet owns: the interface the driver made comes up with
+ * the endpoint's addresses, the driver's static routes and, if it supplies them, the default
+ * routes, all in one round trip (the default routes are onlink, so they need not wait for the
+ * address). `repair`: the interface may be half configured (reconcile); what is there already is kept.
+ */
+export async function configureInterface(
+  ns: Netns,
+  net: Network,
+  ep: Endpoint,
+  a: Attachment,
+  opts: { defaultRoute: boolean; repair?: boolean },
+): Promise<void> {
+  await withRtnl(ns, async (s) => {
+    const index = a.ifindex ?? (await linkGet(s, ep.ifname)).index;
+    const tolerate = (p: Promise<void>) => (opts.repair ? p.catch((e: unknown) => { if (!isErrno(e, 'EEXIST')) throw e; }) : p);
+    const work: Promise<void>[] = [linkSetUp(s, ep.ifname)];
+    if (ep.ipv4 && net.ipv4) work.push(tolerate(addrAdd(s, index, ep.ifname, cidr(`${ep.ipv4}/${net.ipv4.subnet.prefix}`))));
+    if (ep.ipv6 && net.ipv6) work.push(tolerate(addrAdd(s, index, ep.ifname, cidr(`${ep.ipv6}/${net.ipv6.subnet.prefix}`))));
+    for (const r of a.staticRoutes) {
+      work.push(tolerate(routeAdd(s, { dst: cidr(r.destination), oif: index, ...(r.nextHop ? { gateway: r.nextHop, onlink: true } : {}) })));
+    }
+    if (opts.defaultRoute) {
+      for (const g of defaultGateways(a)) work.push(tolerate(routeAdd(s, { gateway: g.toString(), oif: index, onlink: true })));
+    }
+    await Promise.all(work);
+  });
+}
+
+/** Whether the sandbox side of an endpoint is there: its interface exists in the namespace. */
+export async function interfaceInSandbox(ns: Netns, ifname: string): Promise<boolean> {
+  return withRtnl(ns, async (s) => (await linkByName(s, ifname)) !== undefined);
+}
+
+/** Removes the sandbox side of an endpoint (a veth's peer goes with its host end; a macvlan only this way). */
+export async function removeInterface(ns: Netns, ifname: string): Promise<void> {
+  await withRtnl(ns, (s) => linkDelIfExists(s, ifname));
+}
