@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { builtinDrivers } from '../drivers/index.js';
 import { type Attachment, type Driver, type DriverContext, type DriverFactory, DriverRegistry, type Tags } from './driverapi.js';
-import { type Core, readyNetwork, readySandbox } from './core.js';
+import { type ControllerEvents, type Core, readyNetwork, readySandbox } from './core.js';
 import {
   type ConnectRequest, type EndpointRequest, connect, createEndpoint, deleteEndpoint, disconnect, forgetEndpoint, join, leave,
   publishPorts, teardownEndpoint, unpublishPorts,
@@ -25,6 +25,7 @@ import { transaction } from './txn.js';
 
 export type { ConnectRequest, EndpointRequest } from './endpoint.js';
 export type { NetworkRequest, SubnetRequest } from './network.js';
+export type { ControllerEvents } from './core.js';
 
 export interface ControllerOptions {
   readonly stateDir?: string;
@@ -43,12 +44,6 @@ export interface ControllerOptions {
   readonly avoid?: readonly Subnet[];
 }
 
-/** Events for listeners such as the DNS server: they learn records from here, never from the store. */
-export interface ControllerEvents {
-  endpoint: [change: 'up' | 'down', ep: Endpoint, net: Network, sb: Sandbox | undefined];
-  network: [change: 'up' | 'down', net: Network];
-  sandbox: [change: 'up' | 'down', sb: Sandbox];
-}
 
 /**
  * The one entry point of the core and the only writer of CNM state: networks, sandboxes and the

@@ -4,15 +4,21 @@
  * controller stays the only writer of CNM state.
  */
 import type { EventEmitter } from 'node:events';
-import type { ControllerEvents } from './controller.js';
 import type { Driver, DriverRegistry } from './driverapi.js';
 import { TnetError, invalid, notFound } from './errors.js';
 import type { Allocator } from './ipam/allocator.js';
 import type { Subnet } from './ipam/subnet.js';
 import { KernelError, type Rtnl } from './kernel/index.js';
 import type { KeyedLock } from './lock.js';
-import type { Network, Owner, Sandbox } from './model.js';
+import type { Endpoint, Network, Owner, Sandbox } from './model.js';
 import type { State } from './store/state.js';
+
+/** Events for listeners such as the DNS server: they learn records from here, never from the store. */
+export interface ControllerEvents {
+  endpoint: [change: 'up' | 'down', ep: Endpoint, net: Network, sb: Sandbox | undefined];
+  network: [change: 'up' | 'down', net: Network];
+  sandbox: [change: 'up' | 'down', sb: Sandbox];
+}
 
 export interface Core {
   readonly state: State;
