@@ -84,6 +84,13 @@ export interface Driver {
   createNetwork(net: Network, t: Txn): Promise<void>;
   /** Removes what createNetwork made; tolerates parts already gone. */
   deleteNetwork(net: Network): Promise<void>;
+  /**
+   * An endpoint exists on the network (before its join; a Docker endpoint at CreateEndpoint): what
+   * the driver records about it beyond an interface (an overlay's peer record for other hosts).
+   */
+  createEndpoint?(net: Network, ep: Endpoint, t: Txn): Promise<void>;
+  /** The endpoint is gone (after its leave); tolerates what is already gone. */
+  deleteEndpoint?(net: Network, ep: Endpoint): Promise<void>;
   /** The name of the interface the endpoint will have in the host namespace, if the driver makes one. */
   hostIfname?(ep: Pick<Endpoint, 'id'>): string | undefined;
   join(net: Network, ep: Endpoint, target: JoinTarget, t: Txn): Promise<Attachment>;

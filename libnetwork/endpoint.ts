@@ -86,6 +86,7 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
         failpoint('connect:allocated');
         await transaction(async (t) => {
           const ns = Netns.atPath(sb.netns);
+          await d.createEndpoint?.(net, ep, t);
           const a = await d.join(net, ep, { kind: 'sandbox', ns, ifname: ep.ifname }, t);
           failpoint('connect:joined');
           await configureInterface(ns, net, ep, a, { defaultRoute: ep.gatewayProvider });
@@ -128,6 +129,7 @@ export async function teardownEndpoint(core: Core, net: Network, ep: Endpoint, h
   const d = core.driver(net.driver);
   if (ep.ports.length) await d.revokeExternalConnectivity?.(net, ep, ep.ports);
   await d.leave(net, ep, how);
+  await d.deleteEndpoint?.(net, ep);
   const sb = ep.sandboxId ? core.state.sandbox(ep.sandboxId) : undefined;
   if (!how.sandboxGoing && sb?.kind === 'lab' && existsSync(sb.netns)) await removeInterface(Netns.atPath(sb.netns), ep.ifname);
 }
@@ -188,6 +190,12 @@ export async function createEndpoint(core: Core, netRef: string, req: EndpointRe
       if (/UNIQUE constraint failed: endpoints.host_ifname/.test(String(e)))
         throw conflict(`endpoint ${short(req.id)}: another endpoint has the same 12-digit ID prefix`, `endpoint ${short(req.id)}`);
       throw e;
+    }
+    try {
+      await transaction(async (t) => core.driver(net.driver).createEndpoint?.(net, ep, t));
+    } catch (e) {
+      core.state.tx(() => core.state.deleteEndpoint(ep.id));
+      throw explain(e);
     }
     core.events.emit('endpoint', 'up', ep, net, undefined);
     return ep;

@@ -63,7 +63,7 @@ export async function createNetwork(core: Core, req: NetworkRequest): Promise<Ne
   if (req.id !== undefined && !DOCKER_ID.test(req.id))
     throw invalid(`network ID ${JSON.stringify(req.id)} is not 64 lowercase hex digits`, `network ${String(req.id)}`);
   const id = req.id ?? newId();
-  const name = req.name === undefined && req.id !== undefined ? freeDockerName(core, id, owner) : checkName('network', req.name);
+  const name = req.name === undefined && owner === 'docker' ? dockerName(core, id) : checkName('network', req.name);
   const factory = core.registry.factory(req.driver ?? DEFAULT_DRIVER);
   const driver = core.driver(factory.type);
   return core.locks.exclusive(`network-name:${owner}:${name}`, () =>
@@ -84,19 +84,22 @@ export async function createNetwork(core: Core, req: NetworkRequest): Promise<Ne
         options, labels: req.labels ?? {}, addresses, created: new Date().toISOString(),
       };
       core.state.unsynced(() => core.state.insertNetwork(intent));
-      let net: Network;
+      let net = intent;
       try {
         const v4 = { subnet: req.subnet, gateway: req.gateway, ipRange: req.ipRange, auxAddresses: req.auxAddresses };
         const v6 = { subnet: req.subnet6, gateway: req.gateway6, ipRange: req.ipRange6, auxAddresses: req.auxAddresses6 };
-        const ipv4 = addresses === 'external' ? await externalPool(core, intent, v4, 4, req.addressSpace) : await ownPool(core, intent, v4, 4);
-        const ipv6 = !req.ipv6 ? undefined : addresses === 'external' ? await externalPool(core, intent, v6, 6, req.addressSpace) : await ownPool(core, intent, v6, 6);
-        net = { ...intent, ipv4, ipv6 };
+        const pool = (r: SubnetRequest, family: 4 | 6) =>
+          addresses === 'external' ? externalPool(core, intent, r, family, req.addressSpace) : ownPool(core, intent, r, family);
+        // `net` holds what is taken so far, so a failure below gives back a shared pool's reference too.
+        net = { ...net, ipv4: await pool(v4, 4) };
+        if (req.ipv6) net = { ...net, ipv6: await pool(v6, 6) };
+        const { ipv4, ipv6 } = net;
         core.state.unsynced(() => core.state.setNetworkPools(id, ipv4, ipv6));
         failpoint('create-network:pools');
         await transaction((t) => driver.createNetwork(net, t));
         failpoint('create-network:made');
       } catch (e) {
-        await forgetNetwork(core, intent);
+        await forgetNetwork(core, net);
         throw explain(e);
       }
       core.state.setNetworkState(id, 'ready');
@@ -107,10 +110,10 @@ export async function createNetwork(core: Core, req: NetworkRequest): Promise<Ne
   );
 }
 
-/** Docker names its networks; tnet shows them as docker-<short id> (unique per owner). */
-function freeDockerName(core: Core, id: string, owner: Owner): string {
-  const name = `${owner || 'net'}-${short(id)}`;
-  return core.state.findNetwork(name, owner)?.name === name ? id : name;
+/** dockerd keeps its networks' names; tnet shows them as docker-<short id> (the full id if that is taken). */
+function dockerName(core: Core, id: string): string {
+  const name = `docker-${short(id)}`;
+  return core.state.findNetwork(name, 'docker')?.name === name ? id : name;
 }
 
 /** A pool of the network's own: the given subnet, or the first free default one. */

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Controller } from '../../libnetwork/controller.js';
 import type { DriverContext, DriverFactory } from '../../libnetwork/driverapi.js';
+import { IpAddr } from '../../libnetwork/ipam/address.js';
 import { recordingDriver } from './recording-driver.js';
 
 let dir: string;
@@ -62,6 +63,18 @@ describe('drivers come from the registry', () => {
     const b = await c.createNetwork({ name: 'b', driver: 'other', options: { mtu: '1400', vni: '7' } });
     expect(a.options).toEqual({ 'com.docker.network.driver.mtu': '1400', vni: '7' });
     expect(b.options).toEqual({ mtu: '1400', 'tnet.other.vni': '7' });
+  });
+
+  it('the driver hears of an endpoint before its join and after its leave (an overlay records peers there)', async () => {
+    const net = await c.createNetwork({ name: 'a', subnet: '10.1.0.0/24' });
+    const id = 'e'.repeat(64);
+    calls.length = 0;
+    await c.createEndpoint(net.id, { id, ipv4: IpAddr.parse('10.1.0.5') });
+    await c.join(net.id, id);
+    await c.leave(net.id, id);
+    await c.deleteEndpoint(net.id, id);
+    expect(calls).toEqual(['createEndpoint eeee', 'join eeee', 'leave eeee', 'leave eeee', 'deleteEndpoint eeee']);
+    expect(c.findEndpoint(id)).toBeUndefined();
   });
 
   it("views get the driver's details through the controller", async () => {

@@ -15,6 +15,8 @@ export function recordingDriver(type: string, log: () => string[]): DriverFactor
       return { where: 'handoff', srcName: `tnc${ep.id.slice(0, 11)}`, ...gw, staticRoutes: [] };
     },
     leave: async (_n, ep) => void log().push(`leave ${ep.id.slice(0, 4)}`),
+    createEndpoint: async (_n, ep) => void log().push(`createEndpoint ${ep.id.slice(0, 4)}`),
+    deleteEndpoint: async (_n, ep) => void log().push(`deleteEndpoint ${ep.id.slice(0, 4)}`),
     programExternalConnectivity: async (_n, ep, ports) => void log().push(`program ${ep.id.slice(0, 4)} ${ports.map((p) => p.hostPort).join(',')}`),
     revokeExternalConnectivity: async (_n, ep, ports) => void log().push(`revoke ${ep.id.slice(0, 4)} ${ports.map((p) => p.hostPort).join(',')}`),
     restore: async () => undefined,
