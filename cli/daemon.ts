@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Controller } from '../libnetwork/controller.js';
 import type { PluginHandle } from '../libnetwork/plugin/index.js';
 import { EarlySocket, SocketInUse } from '../libnetwork/early-socket.js';
+import { type GatewayMode, gatewayModeFrom } from '../dns/gateway-mode.js';
 
 export interface DaemonOptions {
   readonly stateDir: string;
@@ -16,6 +17,13 @@ export interface DaemonOptions {
   readonly dockerPlugin?: boolean;
   /** Where the DNS service forwards names it does not know (default: the host's resolv.conf). */
   readonly dnsUpstreams?: readonly string[];
+  /**
+   * `--dns-gateways`, as typed: which networks get a DNS listener on their gateway address, port 53
+   * (for `docker run --dns <gateway>`): none, docker or all. Default: $TNET_DNS_GATEWAYS, else none,
+   * because that listener takes port 53 from everyone who publishes it (`-p 53` binds every host
+   * address).
+   */
+  readonly dnsGateways?: string;
 }
 
 /**
@@ -24,11 +32,19 @@ export interface DaemonOptions {
  *     from a plain node:http server, before fastify, pino or the kernel modules have loaded;
  *  2. the Docker plugin sockets answer Activate (dockerd gives up on a plugin after ~15 s);
  *  3. fastify takes both over, the controller opens the state and reconciles, the DNS service
- *     starts (127.0.0.11 in every lab sandbox, Docker networks' gateways); requests that need the
- *     controller wait for all of it.
+ *     starts (127.0.0.11 in every lab sandbox; Docker networks' gateways only with dnsGateways);
+ *     requests that need the controller wait for all of it.
+ * Bad settings stop it before anything starts (exit 2, like a bad --dns-upstream).
  */
 export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const t0 = performance.now();
+  let gateways: GatewayMode;
+  try {
+    gateways = gatewayModeFrom(opts.dnsGateways);
+  } catch (e) {
+    process.stderr.write(`tnet daemon: ${opts.dnsGateways !== undefined ? '--dns-gateways: ' : ''}${(e as Error).message}\n`);
+    process.exit(2);
+  }
   let controller: Controller | undefined;
   let openController!: (c: Promise<Controller>) => void;
   const ready = new Promise<Controller>((res) => (openController = res));
@@ -77,7 +93,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       const c = await Controller.open({ stateDir: opts.stateDir, scope: '' });
       // Before any request sees the controller, so the DNS service misses no sandbox or network.
       const { startDnsService } = await import('../dns/service.js');
-      dns = await startDnsService(c, { upstreams: opts.dnsUpstreams?.length ? [...opts.dnsUpstreams] : undefined }).catch((e: unknown) => {
+      dns = await startDnsService(c, { upstreams: opts.dnsUpstreams?.length ? [...opts.dnsUpstreams] : undefined, gateways }).catch((e: unknown) => {
         log.error({ err: e }, 'DNS is not served by this daemon');
         return undefined;
       });

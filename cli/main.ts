@@ -2,6 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { ApiFailure, Client, DEFAULT_SOCKET } from './client.js';
+import { formatPorts, parsePrivatePort, portsOf } from './port.js';
 import { parsePublish } from './publish.js';
 
 /** Exit codes: scripts can tell a mistake from a missing object from a collision. */
@@ -31,11 +32,13 @@ Commands:
   connect NETWORK SANDBOX             attach a sandbox to a network
   disconnect NETWORK SANDBOX          detach it
   exec SANDBOX -- CMD [ARGS...]       run a command inside a sandbox
+  port REF [PRIVATE_PORT[/PROTO]]     list published ports (of Docker containers too, which docker port cannot show)
 
 ${GLOBAL}
 
 Exit codes: 0 ok, 1 error, 2 bad input, 3 not found, 4 conflict or in use, 5 unsupported here, 69 daemon unavailable.`,
   daemon: `Usage: tnet daemon [--state-dir DIR] [--socket PATH] [--plugin-dir DIR] [--no-docker-plugin] [--dns-upstream ADDR]...
+                   [--dns-gateways MODE]
 
 Runs the daemon: the control socket, Docker's plugin sockets (PLUGIN_DIR/tnet.sock: the NetworkDriver
 "-d tnet" and the IpamDriver "--ipam-driver tnet"), then reconciles the kernel with the saved state.
@@ -46,6 +49,10 @@ Options:
   --dns-upstream ADDR   where DNS forwards names tnet does not know: IP, IP:PORT or [IPv6]:PORT
                         (repeatable, tried in order; default $TNET_DNS_UPSTREAMS, comma-separated,
                         or the nameservers of the host's /etc/resolv.conf)
+  --dns-gateways MODE   none (default), docker or all: answer DNS on the gateway address of each
+                        Docker network (all: every network), port 53, for \`docker run --dns GATEWAY\`.
+                        Holds port 53 on the host: \`-p 53\` without a host address then fails.
+                        (default $TNET_DNS_GATEWAYS)
 
 ${GLOBAL}`,
   network: `Usage: tnet network create|ls|inspect|rm ...   (tnet network COMMAND --help for each)`,
@@ -62,7 +69,9 @@ Options:
   --internal                 no NAT and no way in or out of the network
   -o, --opt KEY=VALUE        driver option (repeatable): Docker's keys, or the driver's short forms;
                              bridge: name=BRIDGE, icc=true|false, masquerade=true|false, mtu=N,
-                             host-binding-ipv4=IP
+                             host-binding-ipv4=IP, iface-prefix=PREFIX (interfaces PREFIX0, PREFIX1...
+                             in sandboxes; default eth). Other keys are accepted and ignored, as
+                             Docker's bridge does: the log and network inspect (ignored_options) say so
   --label KEY=VALUE          label (repeatable)
   --json                     print the network as JSON
 
@@ -91,6 +100,18 @@ Options:
 
 ${GLOBAL}`,
   disconnect: `Usage: tnet disconnect NETWORK SANDBOX\n\n${GLOBAL}`,
+  port: `Usage: tnet port SANDBOX|ENDPOINT-ID|CONTAINER [PRIVATE_PORT[/PROTO]] [--json]
+
+Lists the host ports published to a sandbox, a Docker endpoint or a Docker container, as docker port
+prints them ("80/tcp -> 0.0.0.0:32768"; with PRIVATE_PORT only "0.0.0.0:32768"). dockerd never reads
+the ports of a plugin's networks back (moby/libnetwork#2451): docker port and docker ps show none for
+tnet networks, and this shows them.
+
+REF: a sandbox name; a Docker EndpointID or its first digits
+  (docker inspect -f '{{.NetworkSettings.Networks.NET.EndpointID}}' CONTAINER);
+  or a container name or id, looked up with the docker command (it honours DOCKER_HOST).
+
+${GLOBAL}`,
   exec: `Usage: tnet exec SANDBOX -- CMD [ARGS...]
 
 Runs CMD inside the sandbox's network namespace (with its resolv.conf) and exits with its status.
@@ -132,6 +153,7 @@ async function main(argv: string[]): Promise<number> {
       label: { type: 'string', multiple: true }, ip: { type: 'string' }, ip6: { type: 'string' }, mac: { type: 'string' },
       alias: { type: 'string', multiple: true }, publish: { type: 'string', short: 'p', multiple: true },
       'plugin-dir': { type: 'string' }, 'no-docker-plugin': { type: 'boolean' }, 'dns-upstream': { type: 'string', multiple: true },
+      'dns-gateways': { type: 'string' },
     },
   });
   const [cmd = '', sub = ''] = pos;
@@ -158,7 +180,7 @@ async function main(argv: string[]): Promise<number> {
         }
       }
     }
-    await runDaemon({ stateDir, socket, dockerPlugin, pluginDir: o['plugin-dir'] ?? process.env.TNET_PLUGIN_DIR, dnsUpstreams });
+    await runDaemon({ stateDir, socket, dockerPlugin, pluginDir: o['plugin-dir'] ?? process.env.TNET_PLUGIN_DIR, dnsUpstreams, dnsGateways: o['dns-gateways'] });
     return -1; // keeps running
   }
   if (!(topic in HELP) || (['network', 'sandbox'].includes(cmd) && !sub)) throw new Usage(`unknown command "${topic}"; see tnet --help`);
@@ -180,6 +202,16 @@ async function main(argv: string[]): Promise<number> {
     return r.status ?? 1;
   }
 
+  // Bad input is refused before a daemon is started for it.
+  let portFilter: ReturnType<typeof parsePrivatePort> | undefined;
+  if (topic === 'port') {
+    if (args.length < 1 || args.length > 2) throw new Usage('tnet port takes SANDBOX|ENDPOINT-ID|CONTAINER [PRIVATE_PORT[/PROTO]]; see tnet port --help');
+    try {
+      portFilter = args[1] === undefined ? undefined : parsePrivatePort(args[1]);
+    } catch (e) {
+      throw new Usage((e as Error).message);
+    }
+  }
   await client.ensureDaemon(stateDir);
   switch (topic) {
     case 'network create': {
@@ -248,6 +280,21 @@ async function main(argv: string[]): Promise<number> {
       });
       if (o.json) out(ep);
       else process.stdout.write(`${args[1]} ${ep.ifname} ${[ep.ipv4, ep.ipv6].filter(Boolean).join(' ')}\n`);
+      return EXIT.ok;
+    }
+    case 'port': {
+      const only = portFilter;
+      const answer = await portsOf(client, args[0]!);
+      if (o.json) {
+        out(only ? answer.mappings.filter((m) => m.containerPort === only.port && m.proto === only.proto) : answer.mappings);
+        return EXIT.ok;
+      }
+      const lines = formatPorts(answer.mappings, only);
+      if (lines === undefined) {
+        process.stderr.write(`tnet: no public port '${only!.port}/${only!.proto}' published for ${answer.what}\n`);
+        return EXIT.notFound;
+      }
+      if (lines.length) process.stdout.write(lines.join('\n') + '\n');
       return EXIT.ok;
     }
     case 'disconnect': {

@@ -3,6 +3,8 @@ import type { Controller } from '../libnetwork/controller.js';
 import { Netns, isErrno, socketBindPair } from '../libnetwork/kernel/index.js';
 import { log as rootLog, type Logger } from '../libnetwork/log.js';
 import type { Endpoint, Network, Sandbox } from '../libnetwork/model.js';
+import { invalid } from '../libnetwork/errors.js';
+import { DEFAULT_GATEWAY_MODE, type GatewayMode } from './gateway-mode.js';
 import { normalizeName } from './records.js';
 import { readResolvConf } from './resolvconf.js';
 import { DnsServer, type DnsServerOptions, type ListenerHandle } from './server.js';
@@ -31,16 +33,25 @@ import { DnsServer, type DnsServerOptions, type ListenerHandle } from './server.
  *    sandbox whose 127.0.0.11:53 is already taken gets a logged error and no listener (tried again
  *    when it next joins a network); nothing else is affected.
  *
- * 2. The gateway address of each Docker network (port 53, in the daemon's namespace), scoped to
- *    that network. Docker containers do not use resolv.conf files tnet writes: dockerd writes
- *    theirs and runs its own 127.0.0.11, which answers container names on plugin networks and
- *    forwards everything else to the container's `--dns` servers, from inside the container. So
- *    `--dns <gateway>` makes tnet the container's upstream: names tnet knows on that network,
- *    PTR for its addresses, and the host's resolvers with tnet's timeouts and failover. Such a
- *    listener answers only source addresses inside the network's subnets (anyone else: REFUSED).
- *    Lab networks get none by default (their sandboxes have 127.0.0.11; a port on the host's
- *    bridge address serves nobody), `gateways: 'all'` adds them.
+ * 2. Only when asked (`gateways: 'docker'` or `'all'`; the daemon's TNET_DNS_GATEWAYS): the
+ *    gateway address of each Docker network (or of every network), port 53, in the daemon's
+ *    namespace, scoped to that network. Docker containers do not use resolv.conf files tnet
+ *    writes: dockerd writes theirs and runs its own 127.0.0.11, which answers container names on
+ *    plugin networks and forwards everything else to the container's `--dns` servers, from inside
+ *    the container. So `--dns <gateway>` makes tnet the container's upstream: names tnet knows on
+ *    that network, PTR for its addresses, and the host's resolvers with tnet's timeouts and
+ *    failover. Such a listener answers only source addresses inside the network's subnets (anyone
+ *    else: REFUSED).
+ *    Off by default, because a socket on port 53 of any host address takes port 53 from the
+ *    user: a wildcard bind (docker-proxy's 0.0.0.0:53 for `-p 53`, tnet's own port probe) fails
+ *    with EADDRINUSE next to it, whatever SO_REUSEADDR it has (docker-proxy's UDP socket sets
+ *    none; a listening TCP socket blocks even sockets that set it). pihole, CoreDNS and dnsmasq
+ *    containers publish 53, and a host resolver bound on a Docker gateway is common; Docker's
+ *    own bridge listens on no gateway. The service is useful only to containers started with
+ *    `--dns <gateway>`, so whoever wants that turns it on, knowing it holds the port.
  */
+
+export { DEFAULT_GATEWAY_MODE, GATEWAY_MODES, gatewayModeFrom, parseGatewayMode, type GatewayMode } from './gateway-mode.js';
 
 export interface DnsServiceOptions {
   /** Upstream resolvers ("1.2.3.4", "1.2.3.4:5353"); default: the nameservers of `resolvConf`. */
@@ -48,8 +59,18 @@ export interface DnsServiceOptions {
   /** The host's resolv.conf: upstreams (unless given) and the search domains sandboxes get. Default /etc/resolv.conf. */
   resolvConf?: string;
   logger?: Logger;
-  /** Which networks get a listener on their gateway address: Docker ones (default), all, or none. */
-  gateways?: 'docker' | 'all' | 'none';
+  /**
+   * Which networks get a listener on their gateway address, port 53 (for `--dns <gateway>`): none
+   * (default: the host's port 53 stays the user's), Docker ones, or all.
+   */
+  gateways?: GatewayMode;
+  /**
+   * The port of the gateway listeners (default 53). 0: a free port the kernel picks per listener
+   * (the same for UDP and TCP; `status()` shows it), so that no listener holds port 53: for a
+   * host whose firewall DNATs gateway:53 to it, as libnetwork does for its 127.0.0.11 resolver
+   * (the rules: test/integration/dns.test.ts, "gatewayPort").
+   */
+  gatewayPort?: number;
   /**
    * Listen in lab sandboxes and write their resolv.conf (default true). false: for a process that
    * serves only Docker (the standalone plugin) next to a `tnet daemon` that serves the labs; two
@@ -68,6 +89,8 @@ export interface ListenerStatus {
   listening: boolean;
   /** Why it is not listening. */
   error?: string;
+  /** The port it listens on (a gateway listener on port 0 shows the port it got). */
+  port?: number;
 }
 
 export interface DnsService {
@@ -107,7 +130,10 @@ export function sandboxResolvConf(search: readonly string[]): string {
 export async function startDnsService(controller: Controller, opts: DnsServiceOptions = {}): Promise<DnsService> {
   const log = opts.logger ?? rootLog.child({ module: 'dns' });
   const server = new DnsServer({ ...opts.server, upstreams: opts.upstreams, resolvConf: opts.resolvConf, logger: log });
-  const gateways = opts.gateways ?? 'docker';
+  const gateways: GatewayMode = opts.gateways ?? DEFAULT_GATEWAY_MODE;
+  const gatewayPort = opts.gatewayPort ?? DNS_PORT;
+  if (!Number.isInteger(gatewayPort) || gatewayPort < 0 || gatewayPort > 65535)
+    throw invalid(`DNS gateway port ${gatewayPort} is not in 0-65535`, 'dns gateway port');
   const resolvConf = sandboxResolvConf(readResolvConf(opts.resolvConf).search);
   const sandboxes = new Map<string, Slot>();
   const gatewaySlots = new Map<string, Slot[]>();
@@ -177,6 +203,11 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
           slot.handle = h;
           slot.status.listening = true;
           delete slot.status.error;
+          const port = h.udp?.port ?? h.tcp?.port;
+          if (port !== undefined && port !== slot.status.port) {
+            slot.status.address = slot.status.address.replace(/:\d+( in .*)?$/, (_m, rest: string | undefined) => `:${port}${rest ?? ''}`);
+            slot.status.port = port;
+          }
         },
         (e: unknown) => {
           slot.status.error = (e as Error).message;
@@ -205,7 +236,7 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
     const named = Netns.named(basename(sb.netns));
     const ns = named.path === sb.netns ? named : Netns.atPath(sb.netns);
     const slot: Slot = {
-      status: { name: sb.name, address: `${SANDBOX_DNS_ADDRESS}:${DNS_PORT} in ${String(ns)}`, listening: false },
+      status: { name: sb.name, address: `${SANDBOX_DNS_ADDRESS}:${DNS_PORT} in ${String(ns)}`, listening: false, port: DNS_PORT },
       closed: false,
     };
     sandboxes.set(sb.id, slot);
@@ -250,11 +281,11 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
       if (!gw) continue;
       const host = gw.toString();
       const slot: Slot = {
-        status: { name: net.name, address: `${host.includes(':') ? `[${host}]` : host}:${DNS_PORT}`, listening: false },
+        status: { name: net.name, address: `${host.includes(':') ? `[${host}]` : host}:${gatewayPort}`, listening: false, port: gatewayPort },
         closed: false,
       };
       slots.push(slot);
-      start(slot, () => server.addListener({ host, port: DNS_PORT }, { networkId: net.id }));
+      start(slot, () => server.addListener({ host, port: gatewayPort }, { networkId: net.id }));
     }
     gatewaySlots.set(net.id, slots);
   };
@@ -308,7 +339,7 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
   for (const sb of controller.sandboxes()) if (sb.state === 'ready') onSandbox('up', sb);
   await Promise.all([...inflight]);
   log.info(
-    { sandboxes: sandboxes.size, gateways: [...gatewaySlots.values()].flat().length, upstreams: server.upstreams },
+    { sandboxes: sandboxes.size, gatewayMode: gateways, gateways: [...gatewaySlots.values()].flat().length, upstreams: server.upstreams },
     'dns: serving',
   );
 

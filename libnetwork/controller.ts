@@ -162,6 +162,11 @@ export class Controller extends EventEmitter<ControllerEvents> {
     return this.state.networks().filter((n) => n.state !== 'creating' && (filter.owner === undefined || n.owner === filter.owner));
   }
 
+  /** The name prefix of an endpoint's interface inside a sandbox on this network (eth unless the driver says otherwise). */
+  ifacePrefix(net: Network): string {
+    return this.driver(net.driver).ifacePrefix?.(net) ?? 'eth';
+  }
+
   /** What the network's driver shows beyond the core's fields (a bridge's name). */
   networkDetails(net: Network): Readonly<Record<string, string>> {
     return this.driver(net.driver).inspect?.(net) ?? {};

@@ -98,6 +98,8 @@ export interface Driver {
   leave(net: Network, ep: Endpoint, how: { sandboxGoing: boolean }): Promise<void>;
   /** Whether the driver's side of a joined endpoint is intact (reconcile asks; the core checks the sandbox side). */
   endpointIntact?(net: Network, ep: Endpoint): Promise<boolean>;
+  /** The name prefix of the endpoint's interface in the sandbox (libnetwork's container_iface_prefix); default eth. */
+  ifacePrefix?(net: Network): string;
   /** The host address published ports bind to when a request names none ('' = every address). */
   defaultHostIp?(net: Network): string;
   programExternalConnectivity?(net: Network, ep: Endpoint, ports: readonly PortMapping[], t: Txn): Promise<void>;

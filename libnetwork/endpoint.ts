@@ -65,12 +65,13 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
       const intent = core.state.unsynced(() => {
         for (const p of ports) checkPortFree(core.state, p);
         const mine = core.state.endpointsOfSandbox(sb.id);
+        const prefix = d.ifacePrefix?.(net) ?? 'eth';
         let n = 0;
-        while (mine.some((e) => e.ifname === `eth${n}`)) n++;
+        while (mine.some((e) => e.ifname === `${prefix}${n}`)) n++;
         const provides = !net.internal && (net.ipv4?.gateway !== undefined || net.ipv6?.gateway !== undefined) && !mine.some((e) => e.gatewayProvider);
         const e: Endpoint = {
           id, name: sb.name, networkId: net.id, sandboxId: sb.id, state: 'creating', ipv4: undefined, ipv6: undefined,
-          mac: mac ?? macFor(undefined, id), hostIfname: d.hostIfname?.({ id }), ifname: `eth${n}`,
+          mac: mac ?? macFor(undefined, id), hostIfname: d.hostIfname?.({ id }), ifname: `${prefix}${n}`,
           aliases, ports, gatewayProvider: provides, created: new Date().toISOString(),
         };
         core.state.insertEndpoint(e);

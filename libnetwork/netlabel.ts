@@ -14,3 +14,8 @@ export const GENERIC = 'com.docker.network.generic';
 export const EXPOSED_PORTS = 'com.docker.network.endpoint.exposedports';
 export const PORT_MAP = 'com.docker.network.portmap';
 export const MAC_ADDRESS = 'com.docker.network.endpoint.macaddress';
+/** libnetwork's generic key for the name prefix of the interface inside the container (eth -> eth0, eth1...). */
+export const CONTAINER_IFACE_PREFIX = 'com.docker.network.container_iface_prefix';
+/** Docker's bridge keys that tnet accepts (their values checked) and does not act on. */
+export const INHIBIT_IPV4 = 'com.docker.network.bridge.inhibit_ipv4';
+export const DEFAULT_BRIDGE = 'com.docker.network.bridge.default_bridge';

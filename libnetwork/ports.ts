@@ -1,7 +1,9 @@
 import { createSocket } from 'node:dgram';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { conflict, invalid } from './errors.js';
 import { IpAddr } from './ipam/address.js';
+import { log } from './log.js';
 import type { PortMapping, PortRequest, Proto } from './model.js';
 import type { State } from './store/state.js';
 
@@ -9,8 +11,34 @@ import type { State } from './store/state.js';
  * Host ports for published container ports, shared by the lab face and the Docker face: one
  * store (the `ports` table) decides what tnet has published, and a bind probe what the host uses.
  */
-const EPHEMERAL_FIRST = 49153;
-const EPHEMERAL_LAST = 65535;
+
+/** Where the kernel keeps its ephemeral range; dockerd reads the same file for `-p 80` and `-P`. */
+export const PORT_RANGE_FILE = '/proc/sys/net/ipv4/ip_local_port_range';
+/** dockerd's range when that file cannot be read (portallocator's DefaultPortRangeStart/End). */
+export const FALLBACK_PORT_RANGE: readonly [number, number] = [49153, 65535];
+
+/**
+ * The host ports a request without a host port (`-p 80`, `-P`) is given one from: the kernel's
+ * ephemeral range (32768-60999 on this kernel), as dockerd does, so a port tnet chooses is one a
+ * Docker user expects. Read at each choice (a few microseconds), so a changed sysctl applies.
+ */
+export function ephemeralPortRange(file = PORT_RANGE_FILE): [number, number] {
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    log.warn({ err: e, file }, `cannot read the ephemeral port range; using ${FALLBACK_PORT_RANGE.join('-')}`);
+    return [...FALLBACK_PORT_RANGE];
+  }
+  const m = /^\s*(\d+)\s+(\d+)\s*$/.exec(text);
+  const first = Number(m?.[1]);
+  const last = Number(m?.[2]);
+  if (!m || first < 1 || last > 65535 || first > last) {
+    log.warn({ file, text: text.trim() }, `the ephemeral port range is not "FIRST LAST"; using ${FALLBACK_PORT_RANGE.join('-')}`);
+    return [...FALLBACK_PORT_RANGE];
+  }
+  return [first, last];
+}
 
 export function checkPortRequest(r: PortRequest): void {
   const protos: Proto[] = ['tcp', 'udp', 'sctp'];
@@ -50,7 +78,7 @@ export async function choosePorts(state: State, reqs: readonly PortRequest[]): P
   const taken = new Set<string>();
   for (const r of reqs) {
     checkPortRequest(r);
-    const [first, last] = r.hostPort === 0 ? [EPHEMERAL_FIRST, EPHEMERAL_LAST] : [r.hostPort, r.hostPortEnd || r.hostPort];
+    const [first, last] = r.hostPort === 0 ? ephemeralPortRange() : [r.hostPort, r.hostPortEnd || r.hostPort];
     let chosen: PortMapping | undefined;
     let problem = '';
     for (let port = first; port <= last && !chosen; port++) {

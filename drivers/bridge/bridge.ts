@@ -57,8 +57,18 @@ export class BridgeDriver implements Driver {
     return `tn${ep.id.slice(0, 12)}`;
   }
 
+  /** What `network inspect` shows: the bridge, the container interface prefix, and the options accepted and ignored. */
   inspect(net: Network): Record<string, string> {
-    return { bridge: this.cfg(net).bridge };
+    const c = this.cfg(net);
+    return {
+      bridge: c.bridge,
+      container_iface_prefix: c.ifacePrefix,
+      ...(c.ignored.length ? { ignored_options: c.ignored.map((i) => i.key).join(',') } : {}),
+    };
+  }
+
+  ifacePrefix(net: Network): string {
+    return this.cfg(net).ifacePrefix;
   }
 
   defaultHostIp(net: Network): string {
@@ -72,6 +82,8 @@ export class BridgeDriver implements Driver {
       const owner = existing.alias?.startsWith('tnet:') ? `tnet (${existing.alias})` : 'something other than tnet';
       throw conflict(`bridge name "${c.bridge}" is already taken by a ${existing.kind ?? 'link'} owned by ${owner}`, `bridge "${c.bridge}"`);
     }
+    // Accepted, as Docker's bridge accepts keys it does not know (compose driver_opts), but said.
+    for (const i of c.ignored) this.ctx.log.warn({ network: req.id.slice(0, 12), option: i.key }, `bridge option "${i.key}" ignored: ${i.why}`);
     return req.options;
   }
 

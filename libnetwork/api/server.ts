@@ -1,9 +1,10 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Controller } from '../controller.js';
-import { TnetError } from '../errors.js';
+import { TnetError, invalid, notFound } from '../errors.js';
 import { KernelError } from '../kernel/error.js';
 import { log } from '../log.js';
+import type { Endpoint, PortMapping } from '../model.js';
 import { networkView, sandboxView } from '../views.js';
 
 /** HTTP status for each error code of the control API; the CLI maps codes to exit codes. */
@@ -16,6 +17,42 @@ function sendError(reply: FastifyReply, e: unknown) {
   if (e instanceof KernelError) return reply.code(500).send({ error: { code: 'kernel', message: e.message, object: e.object } });
   log.error({ err: e }, 'internal error');
   return reply.code(500).send({ error: { code: 'internal', message: e instanceof Error ? e.message : String(e) } });
+}
+
+/**
+ * The endpoints `tnet port REF` means, through the controller's queries: a sandbox by name or id
+ * (all its endpoints), else an endpoint by id or id prefix (Docker's EndpointID; its name is the
+ * first 12 digits), else a sandbox by id prefix. An ambiguous prefix is refused with what it matches.
+ */
+function endpointsOf(c: Controller, ref: string): { what: string; eps: Endpoint[] } {
+  const ready = (e: Endpoint | undefined): e is Endpoint => e !== undefined && e.state === 'ready';
+  const sandboxes = c.sandboxes();
+  const named = sandboxes.filter((s) => s.name === ref || s.id === ref);
+  if (named.length > 1)
+    throw invalid(`"${ref}" names ${named.length} sandboxes (owners ${named.map((s) => s.owner || 'none').join(', ')}); give a sandbox id`, `sandbox "${ref}"`);
+  if (named.length === 1) return { what: `sandbox "${named[0]!.name}"`, eps: c.endpointsOfSandbox(named[0]!.id).filter(ready) };
+  const exact = c.findEndpoint(ref);
+  if (ready(exact)) return { what: `endpoint ${exact.id.slice(0, 12)}`, eps: [exact] };
+  if (/^[0-9a-f]+$/.test(ref)) {
+    const eps = c.endpoints().filter((e) => e.id.startsWith(ref));
+    const sbs = sandboxes.filter((s) => s.id.startsWith(ref));
+    if (eps.length + sbs.length > 1) {
+      const all = [...eps.map((e) => `endpoint ${e.id.slice(0, 12)}`), ...sbs.map((s) => `sandbox "${s.name}"`)];
+      throw invalid(`"${ref}" is the start of ${all.length} ids (${all.slice(0, 5).join(', ')}${all.length > 5 ? ', ...' : ''}); give more digits`, `"${ref}"`);
+    }
+    if (eps.length === 1) return { what: `endpoint ${eps[0]!.id.slice(0, 12)}`, eps };
+    if (sbs.length === 1) return { what: `sandbox "${sbs[0]!.name}"`, eps: c.endpointsOfSandbox(sbs[0]!.id).filter(ready) };
+  }
+  throw notFound(`no sandbox or endpoint "${ref}" (give a sandbox name, or a Docker EndpointID or its first digits)`, `"${ref}"`);
+}
+
+/**
+ * Where a mapping answers, as `docker port` prints it: an every-address mapping on 0.0.0.0, and on
+ * [::] when the endpoint has an IPv6 address; a given host address as itself.
+ */
+function hostsOf(e: Endpoint, p: PortMapping): string[] {
+  if (p.hostIp === '') return [`0.0.0.0:${p.hostPort}`, ...(e.ipv6 ? [`[::]:${p.hostPort}`] : [])];
+  return [p.hostIp.includes(':') ? `[${p.hostIp}]:${p.hostPort}` : `${p.hostIp}:${p.hostPort}`];
 }
 
 const str = { type: 'string' } as const;
@@ -126,6 +163,30 @@ export async function controlServer(
       return reply.code(201).send(sandboxView(c.sandbox(sandbox), [ep], (id) => c.nameOf('network', id)).endpoints[0]);
     },
   );
+  // Published ports of a sandbox or an endpoint: dockerd never reads them back from a remote
+  // driver (moby/libnetwork#2451), so `docker port` shows nothing for tnet's; `tnet port` does.
+  app.get<{ Params: { ref: string } }>('/ports/:ref', async (req) => {
+    const c = await ctl();
+    const { what, eps } = endpointsOf(c, req.params.ref);
+    const networks = new Map(c.networks().map((n) => [n.id, n]));
+    const sandboxes = new Map(c.sandboxes().map((s) => [s.id, s]));
+    const mappings = eps.flatMap((e) =>
+      e.ports.map((p) => ({
+        endpoint: e.id,
+        network: networks.get(e.networkId)?.name,
+        networkId: e.networkId,
+        sandbox: e.sandboxId ? sandboxes.get(e.sandboxId)?.name : undefined,
+        proto: p.proto,
+        containerPort: p.containerPort,
+        hostIp: p.hostIp,
+        hostPort: p.hostPort,
+        hosts: hostsOf(e, p),
+      })),
+    );
+    mappings.sort((a, b) => a.containerPort - b.containerPort || a.proto.localeCompare(b.proto) || a.hostPort - b.hostPort || a.hostIp.localeCompare(b.hostIp));
+    return { ref: req.params.ref, what, mappings };
+  });
+
   app.post<{ Body: { network: string; sandbox: string } }>(
     '/disconnect',
     { schema: { body: { type: 'object', required: ['network', 'sandbox'], additionalProperties: false, properties: { network: str, sandbox: str } } } },

@@ -559,7 +559,7 @@ export class DockerNetworks implements NetworkDriverApi {
     const a = await this.c.join(net.id, ep.id);
     if (!a.srcName) throw new TnetError('internal', `driver ${net.driver} gave no interface for dockerd to move`);
     return {
-      InterfaceName: { SrcName: a.srcName, DstPrefix: 'eth' },
+      InterfaceName: { SrcName: a.srcName, DstPrefix: this.c.ifacePrefix(net) },
       ...(a.gateway4 ? { Gateway: a.gateway4.toString() } : {}),
       ...(a.gateway6 ? { GatewayIPv6: a.gateway6.toString() } : {}),
       StaticRoutes: a.staticRoutes.map((s) => ({

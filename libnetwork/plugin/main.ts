@@ -4,6 +4,7 @@
  * SIGTERM/SIGINT. `tnet daemon` serves the same sockets next to its control API; this entry is for
  * hosts that want only the plugin, and for the e2e tests' kill -9 cases.
  */
+import { type GatewayMode, gatewayModeFrom } from '../../dns/gateway-mode.js';
 import type { DnsService } from '../../dns/service.js';
 import type { Controller } from '../controller.js';
 import { startPlugin } from './index.js';
@@ -14,6 +15,14 @@ function arg(name: string): string | undefined {
 }
 
 const t0 = performance.now();
+// Gateway DNS listeners as the daemon's (TNET_DNS_GATEWAYS, default none): checked before anything starts.
+let gateways: GatewayMode;
+try {
+  gateways = gatewayModeFrom(undefined);
+} catch (e) {
+  process.stderr.write(`tnet plugin: ${(e as Error).message}\n`);
+  process.exit(2);
+}
 // The socket first (dockerd may be waiting), then the controller and the kernel modules.
 let openController!: (c: Promise<Controller>) => void;
 const ready = new Promise<Controller>((res) => (openController = res));
@@ -27,7 +36,7 @@ openController(
     // Before any Docker call sees the controller, so the DNS service misses no network. Docker
     // networks only: a tnet daemon next to this process serves the lab sandboxes' 127.0.0.11.
     const { startDnsService } = await import('../../dns/service.js');
-    dns = await startDnsService(opened, { sandboxes: false }).catch((e: unknown) => {
+    dns = await startDnsService(opened, { sandboxes: false, gateways }).catch((e: unknown) => {
       log.error({ err: e }, 'DNS is not served by this plugin');
       return undefined;
     });

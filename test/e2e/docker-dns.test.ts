@@ -9,7 +9,9 @@
  * - that listener refuses clients outside the network (not an open resolver).
  *
  * tnet runs as users run it: `tnet daemon` (plugin sockets + DNS service), its upstream given with
- * TNET_DNS_UPSTREAMS (what `--dns-upstream` sets).
+ * TNET_DNS_UPSTREAMS (what `--dns-upstream` sets), the gateway listeners turned on with
+ * TNET_DNS_GATEWAYS=docker (off by default, since they hold port 53 on the host:
+ * test/e2e/parity-dns-port.test.ts).
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -48,14 +50,20 @@ async function upstream(tt: Test): Promise<{ ip: string; ns: string }> {
   return { ip: out.ip, ns: out.ns };
 }
 
-t.test('containers on a tnet network resolve each other by name; --dns <gateway> makes tnet their upstream', async (t) => {
+t.test('containers on a tnet network resolve each other by name; with the gateway listeners on, --dns <gateway> makes tnet their upstream', async (t) => {
   const up = await upstream(t);
-  process.env.TNET_DNS_UPSTREAMS = up.ip; // the daemon inherits it
-  await startTnet(t);
+  process.env.TNET_DNS_UPSTREAMS = up.ip; // the daemon inherits both
+  process.env.TNET_DNS_GATEWAYS = 'docker'; // --dns <gateway> is opt-in
+  t.teardown(() => {
+    delete process.env.TNET_DNS_UPSTREAMS;
+    delete process.env.TNET_DNS_GATEWAYS;
+  });
+  const tnet = await startTnet(t);
   const d = await startDockerd(t);
   const img = importBusybox(d);
   t.teardown(() => {
     if (t.passing()) return;
+    t.comment(`tnet log:\n${tnet.log().slice(-4000)}`);
     t.comment(`dockerd log:\n${d.log().slice(-4000)}`);
   });
 

@@ -1,5 +1,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createSocket } from 'node:dgram';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
@@ -450,5 +452,127 @@ t.test('sandboxes: false (a Docker-only process next to the daemon) leaves lab s
   // the records are still there (a gateway listener of the network would answer them)
   const r = await dns.server.query(Buffer.from('0000010000010000000000000161016e0000010001', 'hex'), { networkId: c.network('n').id }, { clientAddress: '10.73.0.200' });
   t.equal(r?.readUInt16BE(6), 1, 'a.n is known');
+  await finish(t, o);
+});
+
+/** Binds 0.0.0.0:53 as docker-proxy does for `-p 53:53/udp -p 53:53/tcp`: '' when both binds work, else the errors. */
+async function wildcardBind53(): Promise<string> {
+  const udp = await new Promise<string>((res) => {
+    const u = createSocket('udp4');
+    u.once('error', (e: NodeJS.ErrnoException) => {
+      u.close();
+      res(`udp ${e.code}`);
+    });
+    u.bind({ address: '0.0.0.0', port: 53 }, () => u.close(() => res('')));
+  });
+  const tcp = await new Promise<string>((res) => {
+    const s = createServer();
+    s.once('error', (e: NodeJS.ErrnoException) => res(`tcp ${e.code}`));
+    s.listen({ host: '0.0.0.0', port: 53 }, () => s.close(() => res('')));
+  });
+  return [udp, tcp].filter(Boolean).join(', ');
+}
+
+/** A network as the Docker face makes it (owner docker, addresses from dockerd's IPAM). */
+const dockerNetwork = (c: Controller, n: number) =>
+  c.createNetwork({ id: `${n}`.repeat(64).slice(0, 64), owner: 'docker', addresses: 'external', subnet: `10.7${n}.0.0/24`, gateway: `10.7${n}.0.1` });
+
+t.test('by default no gateway listener: port 53 on the host stays free for a wildcard bind (`-p 53`)', async (t) => {
+  const o = await open(t, stateDir(t), { upstreams: [] });
+  const { c, dns } = o;
+  const n = await dockerNetwork(c, 4);
+  await c.createNetwork({ name: 'lab', subnet: '10.75.0.0/24' });
+  await dns.settled();
+  t.same(dns.status().gateways, {}, 'no gateway listener, for a Docker network or a lab network');
+  t.equal(sh("ss -Hlnut 'sport = :53'").out.trim(), '', "nothing on port 53 in the daemon's namespace");
+  t.equal(await wildcardBind53(), '', '0.0.0.0:53 binds, UDP and TCP');
+  await c.deleteNetwork(n.id, { owner: 'docker' });
+  await finish(t, o);
+});
+
+t.test("gateways: 'docker' listens on a Docker network's gateway, and then holds port 53 against wildcard binds", async (t) => {
+  const o = await open(t, stateDir(t), { upstreams: [], gateways: 'docker' });
+  const { c, dns } = o;
+  const n = await dockerNetwork(c, 6);
+  await c.createNetwork({ name: 'lab', subnet: '10.77.0.0/24' });
+  await dns.settled();
+  t.same(Object.values(dns.status().gateways).flat().map((s) => [s.name, s.address, s.listening]), [[n.name, '10.76.0.1:53', true]], 'one listener: the Docker network\'s gateway');
+  t.match(sh("ss -Hlnu 'sport = :53'").out, /10\.76\.0\.1:53/);
+  // the kernel's rule the default avoids: a wildcard bind overlaps every address
+  t.equal(await wildcardBind53(), 'udp EADDRINUSE, tcp EADDRINUSE', 'a wildcard bind of port 53 fails next to it');
+  await c.deleteNetwork(n.id, { owner: 'docker' });
+  await dns.settled();
+  t.equal(await wildcardBind53(), '', 'and works again once the network is gone');
+  await finish(t, o);
+});
+
+t.test('tnet daemon: TNET_DNS_GATEWAYS with a bad value is refused before anything starts', async (t) => {
+  const main = join(import.meta.dirname, '../../dist/cli/main.js'); // built by `npx tsc -p tsconfig.json`
+  const dir = stateDir(t);
+  const sock = join(dir, 'tnet.sock');
+  const bad = spawnSync(process.execPath, [main, 'daemon', '--state-dir', dir, '--socket', sock, '--no-docker-plugin'], {
+    encoding: 'utf8',
+    timeout: 20_000,
+    env: { ...process.env, TNET_DNS_GATEWAYS: 'yes' },
+  });
+  t.equal(bad.status, 2, 'exit 2 (bad input)');
+  t.match(bad.stderr, /TNET_DNS_GATEWAYS: "yes" is not a DNS gateway mode; use one of none, docker, all/, 'naming the variable and the choices');
+  t.notOk(existsSync(sock), 'and no control socket was made');
+});
+
+t.test('gatewayPort: 0 behind a DNAT of gateway:53: answers on port 53 without holding it', async (t) => {
+  // The rules a firewall would add for each gateway listener (here in a table of the test's own):
+  // the network's own traffic to its gateway, port 53, goes to the listener's port; conntrack
+  // gives the answers the gateway's port 53 back as their source. Before Docker's and tnet's
+  // published-port DNAT (priority dstnat), so a `-p 53` elsewhere does not take these queries.
+  const up = upstream(t);
+  await waitUpstream(up.ip);
+  const o = await open(t, stateDir(t), { resolvConf: up.resolvConf, gateways: 'all', gatewayPort: 0 });
+  const { c, dns } = o;
+  const net = await c.createNetwork({ name: 'g2', subnet: '10.78.0.0/24' });
+  await c.createSandbox({ name: 'a' });
+  await c.createSandbox({ name: 'b' });
+  await c.connect('g2', 'a');
+  const b = await c.connect('g2', 'b', { aliases: ['svc'] });
+  await dns.settled();
+  const [st] = dns.status().gateways[net.id]!;
+  t.ok(st?.listening, `listening on ${st?.address}`);
+  const port = st!.port!;
+  t.ok(port > 1024 && st!.address === `10.78.0.1:${port}`, `on a port the kernel picked (${port}), shown in the status`);
+  t.match(sh(`ss -Hlnu 'sport = :${port}'`).out, /10\.78\.0\.1/, 'UDP on it');
+  t.match(sh(`ss -Hlnt 'sport = :${port}'`).out, /10\.78\.0\.1/, 'and TCP on the same port');
+  t.equal(sh("ss -Hlnut 'sport = :53'").out.trim(), '', 'nothing on port 53');
+  const bridge = sh("ip -o -4 addr show | awk '$4 == \"10.78.0.1/24\" {print $2}'").out.trim();
+  t.ok(bridge, `the network's bridge: ${bridge}`);
+  const table = 'tnet-test-dnsredirect';
+  const rules =
+    `table ip ${table} {\n` +
+    '  chain prerouting {\n    type nat hook prerouting priority dstnat - 5; policy accept;\n' +
+    `    iifname "${bridge}" ip daddr 10.78.0.1 udp dport 53 dnat to 10.78.0.1:${port}\n` +
+    `    iifname "${bridge}" ip daddr 10.78.0.1 tcp dport 53 dnat to 10.78.0.1:${port}\n  }\n}\n`;
+  t.equal(sh(`printf '%s' '${rules}' | nft -f -`).code, 0, 'the DNAT rules load');
+  t.teardown(() => void sh(`nft delete table ip ${table} 2>/dev/null`));
+
+  // a published `-p 53` holds the host's port 53 on every address (as docker-proxy does) meanwhile
+  const holders: { close(): void }[] = [];
+  const udp = createSocket('udp4');
+  await new Promise<void>((res, rej) => {
+    udp.once('error', rej);
+    udp.bind({ address: '0.0.0.0', port: 53 }, () => res());
+  });
+  holders.push(udp);
+  const tcp = createServer();
+  await new Promise<void>((res, rej) => {
+    tcp.once('error', rej);
+    tcp.listen({ host: '0.0.0.0', port: 53 }, () => res());
+  });
+  holders.push(tcp);
+  t.pass('0.0.0.0:53 binds (UDP and TCP) while the gateway listener runs');
+
+  t.same((await dig('a', '@10.78.0.1', 'svc.g2')).answers, [b.ipv4!.toString()], 'the sandbox asks gateway:53 and gets tnet\'s answer');
+  t.same((await dig('a', '@10.78.0.1', '+tcp', 'svc')).answers, [b.ipv4!.toString()], 'over TCP too');
+  t.same((await dig('a', '@10.78.0.1', 'ext.example')).answers, ['192.0.2.10'], 'and external names');
+  for (const h of holders) h.close();
+  sh(`nft delete table ip ${table}`);
   await finish(t, o);
 });
