@@ -1,9 +1,12 @@
 import type { Attachment, Driver, DriverContext, DriverFactory, DriverOptions, JoinTarget } from '../../libnetwork/driverapi.js';
 import { conflict } from '../../libnetwork/errors.js';
-import { addrAdd, cidr, isErrno, linkAdd, linkByName, linkDelIfExists, linkGet, linkList, sysctlSet } from '../../libnetwork/kernel/index.js';
+import {
+  addrAdd, cidr, isErrno, linkAdd, linkByName, linkDelIfExists, linkGet, linkList, linkSetHairpin, sysctlSet,
+} from '../../libnetwork/kernel/index.js';
 import type { Endpoint, Network, PortMapping } from '../../libnetwork/model.js';
 import type { Txn } from '../../libnetwork/txn.js';
 import * as fw from './firewall.js';
+import { Proxies, type ProxySpec } from './proxy.js';
 import { ALIASES, type BridgeConfig, KNOWN_OPTIONS, bridgeConfig } from './options.js';
 
 export const bridgeDriver: DriverFactory = {
@@ -26,10 +29,18 @@ export class BridgeDriver implements Driver {
   /** Networks this driver has made: its nft table exists exactly while this is not empty. */
   private readonly live = new Set<string>();
   private readonly bridgeIndexes = new Map<string, number>();
+  /** Listeners for what NAT cannot serve of published ports (IPv6 to IPv4 containers, [::1]). */
+  private readonly proxies: Proxies;
 
   constructor(ctx: DriverContext) {
     this.ctx = ctx;
     this.fw = new fw.Firewall(fw.tableName(ctx.scope));
+    this.proxies = new Proxies(ctx.log);
+  }
+
+  /** The proxies' sockets close; the kernel objects stay (restore() starts the proxies again). */
+  close(): void {
+    this.proxies.closeAll();
   }
 
   private cfg(net: Pick<Network, 'id' | 'options'>): BridgeConfig {
@@ -178,6 +189,8 @@ export class BridgeDriver implements Driver {
       },
       () => linkDelIfExists(h, hostIfname),
     );
+    // An endpoint made again with its ports (the reconcile) keeps the hairpin its ports need.
+    if (ep.ports.length) await this.hairpin(ep);
     if (target.kind === 'handoff') return { where: 'handoff', srcName: peer.name, ...gateways, staticRoutes: [] };
     return { where: 'sandbox', ifindex: created.peerIndex, ...gateways, staticRoutes: [] };
   }
@@ -209,6 +222,7 @@ export class BridgeDriver implements Driver {
   private publishes(ep: Endpoint, ports: readonly PortMapping[]): fw.Publish[] {
     const out: fw.Publish[] = [];
     for (const p of ports) {
+      if (p.hostIp === '::1') continue; // the proxy's (proxySpecs)
       const v6Host = p.hostIp.includes(':');
       const target = v6Host ? ep.ipv6 : ep.ipv4;
       if (target) out.push({ proto: p.proto, hostIp: p.hostIp, hostPort: p.hostPort, target: target.toString(), containerPort: p.containerPort });
@@ -218,17 +232,62 @@ export class BridgeDriver implements Driver {
     return out;
   }
 
-  async programExternalConnectivity(net: Network, ep: Endpoint, ports: readonly PortMapping[], t: Txn): Promise<void> {
-    const list = this.publishes(ep, ports);
-    if (list.length === 0) return;
-    await t.step(
-      `publish ports of ${ep.name}`,
-      () => this.ctx.nft.apply(`publish ports of endpoint ${ep.name} on ${net.name}`, this.fw.publish(ep.id, list)),
-      () => this.ctx.nft.apply(`unpublish ports of endpoint ${ep.name}`, this.fw.unpublish(ep.id, list)),
+  /**
+   * What the userland proxy serves, as Docker's docker-proxy does, where NAT cannot: the IPv6
+   * side of a mapping to a container without IPv6 (every IPv6 address of the host, or the one
+   * given), and [::1] (IPv6 has no route_localnet: DNAT from loopback cannot leave the host).
+   * Nothing for IPv4 host addresses: those are the kernel's NAT alone.
+   */
+  private proxySpecs(ep: Endpoint, ports: readonly PortMapping[]): ProxySpec[] {
+    const out: ProxySpec[] = [];
+    for (const p of ports) {
+      if (p.proto !== 'tcp' && p.proto !== 'udp') continue;
+      const base = { proto: p.proto, hostPort: p.hostPort, targetPort: p.containerPort };
+      if (p.hostIp === '') {
+        if (ep.ipv6) out.push({ ...base, hostIp: '::1', target: ep.ipv6.toString(), optional: true });
+        else if (ep.ipv4) out.push({ ...base, hostIp: '::', target: ep.ipv4.toString(), optional: true });
+      } else if (p.hostIp.includes(':')) {
+        const target = p.hostIp === '::1' ? (ep.ipv6 ?? ep.ipv4) : ep.ipv6 ? undefined : ep.ipv4;
+        if (target) out.push({ ...base, hostIp: p.hostIp, target: target.toString(), optional: false });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Hairpin mode on an endpoint's bridge port: its own published port reached through a host
+   * address is DNATed back into the port it left by. Not fatal: without it only that one path
+   * fails, every other way to the port works.
+   */
+  private async hairpin(ep: Endpoint): Promise<void> {
+    await linkSetHairpin(this.ctx.rtnl, this.hostIfname(ep), true).catch((err) =>
+      this.ctx.log.warn({ err, endpoint: ep.name }, 'hairpin mode not set: the container cannot reach its own published port through a host address'),
     );
   }
 
+  async programExternalConnectivity(net: Network, ep: Endpoint, ports: readonly PortMapping[], t: Txn): Promise<void> {
+    const list = this.publishes(ep, ports);
+    const proxied = this.proxySpecs(ep, ports);
+    if (list.length === 0 && proxied.length === 0) return;
+    await this.hairpin(ep);
+    if (list.length) {
+      await t.step(
+        `publish ports of ${ep.name}`,
+        () => this.ctx.nft.apply(`publish ports of endpoint ${ep.name} on ${net.name}`, this.fw.publish(ep.id, list)),
+        () => this.ctx.nft.apply(`unpublish ports of endpoint ${ep.name}`, this.fw.unpublish(ep.id, list)),
+      );
+    }
+    if (proxied.length) {
+      await t.step(
+        `proxy ports of ${ep.name}`,
+        () => this.proxies.start(ep.id, proxied),
+        async () => this.proxies.stop(ep.id),
+      );
+    }
+  }
+
   async revokeExternalConnectivity(net: Network, ep: Endpoint, ports: readonly PortMapping[]): Promise<void> {
+    this.proxies.stop(ep.id);
     const list = this.publishes(ep, ports);
     if (list.length === 0) return;
     try {
@@ -269,5 +328,15 @@ export class BridgeDriver implements Driver {
     for (const n of nets) this.live.add(n.id);
     if (nets.length) this.ctx.nft.apply(`rebuild table ${this.fw.table}`, this.fw.rebuild(nets.map((n) => this.fwNet(n)), published));
     else this.ctx.nft.apply(`delete table ${this.fw.table}`, this.fw.dropTable());
+    // The proxies of the published ports handed in, and the hairpin of their ports (a state
+    // written before hairpin was set). A port something else took meanwhile is logged, not fatal.
+    this.proxies.closeAll();
+    for (const e of eps) {
+      if (!netById.has(e.networkId) || e.ports.length === 0) continue;
+      if (byName.get(this.hostIfname(e))?.alias === this.tag('endpoint', e.id)) await this.hairpin(e);
+      await this.proxies
+        .start(e.id, this.proxySpecs(e, e.ports))
+        .catch((err) => this.ctx.log.error({ err, endpoint: e.name }, 'reconcile: a published port cannot be served on IPv6'));
+    }
   }
 }

@@ -14,6 +14,13 @@ import type { Subnet } from '../../libnetwork/ipam/subnet.js';
  *   postrouting  oifname vmap @post_out -> n-ID-pout  hairpin and localhost masquerade
  *                iifname vmap @post_in  -> n-ID-pin   masquerade towards the outside
  *
+ * A connection to a published port (`ct status dnat`) passes n-ID-in before the ICC and
+ * isolation drops, both ways: from the publisher itself, an ICC-off peer, another network.
+ * Hairpin traffic (DNATed back into the bridge it came from) is bridged by br_netfilter, not
+ * routed: reaching the sender's own port needs hairpin mode on that bridge port (the driver
+ * sets it on endpoints that publish ports). What NAT cannot do (IPv6 to an IPv4 container,
+ * [::1]) is the driver's userland proxy (proxy.ts).
+ *
  * Bridged traffic between two ports of one bridge reaches the forward hook through
  * br_netfilter (bridge-nf-call-iptables=1), which is what makes ICC off work.
  */
@@ -148,7 +155,12 @@ export class Firewall {
   addNetwork(n: FirewallNet): NftCommand[] {
     const [cin, cout, pin, pout] = ['in', 'out', 'pin', 'pout'].map((p) => chainName(n, p)) as [string, string, string, string];
     const cmds: NftCommand[] = [cin, cout, pin, pout].map((name) => ({ add: { chain: { ...this.T, name } } }));
-    // Leaving the bridge: to the same bridge only if ICC; never to another tnet bridge; out only if not internal.
+    // Leaving the bridge: a connection to a published port (DNATed, both directions) wherever it
+    // leads, as Docker's bridge serves it (its proxy or its DNAT before the isolation chains): to
+    // the publisher's own port through a host address, to a peer with ICC off, to another
+    // network. Then: to the same bridge only if ICC; never to another tnet bridge; out only if
+    // not internal (an internal network reaches no published port, as with Docker).
+    if (!n.internal) cmds.push(this.rule(cin, isIn({ ct: { key: 'status' } }, 'dnat'), ACCEPT));
     cmds.push(this.rule(cin, eq(meta('oifname'), n.bridge), n.icc ? ACCEPT : DROP));
     cmds.push(this.rule(cin, eq(meta('oifname'), '@bridges'), DROP));
     if (n.internal) cmds.push(this.rule(cin, DROP));
@@ -162,8 +174,13 @@ export class Firewall {
       }
     }
     // A published port reached from the same bridge (hairpin) or from the host's loopback must
-    // come back through tnet's NAT, so its source is rewritten to the bridge's address.
-    cmds.push(this.rule(pout, eq(meta('iifname'), n.bridge), isIn({ ct: { key: 'status' } }, 'dnat'), MASQ));
+    // come back through tnet's NAT, so its source is rewritten to the bridge's address. Matched
+    // by source subnet, not by iifname: br_netfilter bridges hairpin DNAT and its postrouting
+    // hook has no input interface. Without it a container reaching its own port gets a packet
+    // from itself (a martian).
+    for (const s of [n.subnet4, n.subnet6]) {
+      if (s) cmds.push(this.rule(pout, eq(payload(s.family === 4 ? 'ip' : 'ip6', 'saddr'), prefix(s)), isIn({ ct: { key: 'status' } }, 'dnat'), MASQ));
+    }
     cmds.push(this.rule(pout, eq(payload('ip', 'saddr'), { prefix: { addr: '127.0.0.0', len: 8 } }), MASQ));
     cmds.push(
       this.element('add', 'bridges', [n.bridge]),
@@ -199,6 +216,9 @@ export class Firewall {
       const v6 = p.target.includes(':');
       const match: unknown[] = [eq(meta('nfproto'), v6 ? 'ipv6' : 'ipv4')];
       if (p.hostIp !== '') match.push(eq(payload(v6 ? 'ip6' : 'ip', 'daddr'), p.hostIp));
+      // ::1 DNATed out of the host is dropped as a martian (IPv6 has no route_localnet): the
+      // driver's userland proxy serves it.
+      else if (v6) match.push(ne(payload('ip6', 'daddr'), '::1'));
       match.push(eq(meta('l4proto'), p.proto), eq(payload('th', 'dport'), p.hostPort));
       cmds.push(this.rule(chain, ...match, { dnat: { family: v6 ? 'ip6' : 'ip', addr: p.target, port: p.containerPort } }));
     }

@@ -260,3 +260,23 @@ export const linkSetMaster = (h: Rtnl, name: string, master: number) =>
 export const linkSetMtu = (h: Rtnl, name: string, mtu: number) => linkSet(h, 'link set mtu', name, {}, { mtu });
 export const linkSetAlias = (h: Rtnl, name: string, alias: string) =>
   linkSet(h, 'link set alias', name, {}, { ifalias: alias });
+
+// IFLA_INFO_SLAVE_KIND / _DATA and IFLA_BRPORT_MODE (include/uapi/linux/if_link.h).
+const IFLA_INFO_SLAVE_KIND = 4;
+const IFLA_INFO_SLAVE_DATA = 5;
+const IFLA_BRPORT_MODE = 4;
+
+/**
+ * Hairpin mode on a bridge port (`ip link set dev PORT type bridge_slave hairpin on`): the bridge
+ * may send a frame back out the port it came in on. A published port reached from its own
+ * container through a host address is DNATed back into the same bridge, and br_netfilter bridges
+ * it (not routes it) to the container's own port.
+ */
+export async function linkSetHairpin(h: Rtnl, name: string, on: boolean): Promise<void> {
+  const data = new AttrStream();
+  data.push(IFLA_BRPORT_MODE, Buffer.from([on ? 1 : 0]));
+  const info = new AttrStream();
+  info.push(IFLA_INFO_SLAVE_KIND, Buffer.from('bridge'));
+  info.push(IFLA_INFO_SLAVE_DATA, bytes(data));
+  await h.call('link set hairpin', `link "${name}"`, () => h.sock.newLink({}, { ifname: name, linkinfo: bytes(info) }, {}));
+}

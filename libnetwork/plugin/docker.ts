@@ -320,7 +320,8 @@ const execTool: Exec = (file, args, input) =>
  * bridges to dockerd's documented place for admin rules, DOCKER-USER, and lets its own chain decide
  * (ICC, isolation between tnet networks, published ports). Per tnet bridge, in this order:
  *
- *   -i BR ! -o BR -j DOCKER-ISOLATION-STAGE-2   dockerd's own networks stay isolated from tnet's
+ *   -i BR ! -o BR -m conntrack ! --ctstate DNAT -j DOCKER-ISOLATION-STAGE-2
+ *                                              dockerd's networks stay isolated from tnet's, published ports excepted
  *   -i BR -j ACCEPT                            (stage 2 drops what goes out to a Docker bridge)
  *   -o BR -j ACCEPT                            tnet's chain admits only replies and published ports
  *
@@ -346,7 +347,7 @@ export class DockerUserChain {
   private rules(bridge: string, stage2: boolean): string[] {
     const c = `-m comment --comment ${this.tag}bridge:${bridge}`;
     return [
-      ...(stage2 ? [`-i ${bridge} ! -o ${bridge} ${c} -j ${ISOLATION_STAGE_2}`] : []),
+      ...(stage2 ? [`-i ${bridge} ! -o ${bridge} -m conntrack ! --ctstate DNAT ${c} -j ${ISOLATION_STAGE_2}`] : []),
       `-i ${bridge} ${c} -j ACCEPT`,
       `-o ${bridge} ${c} -j ACCEPT`,
     ];

@@ -276,7 +276,7 @@ describe('DOCKER-USER rules', () => {
         '*filter',
         ':DOCKER-USER - [0:0]',
         ':DOCKER-ISOLATION-STAGE-2 - [0:0]',
-        `-A DOCKER-USER -i tn-keep ! -o tn-keep ${c('tn-keep')} -j DOCKER-ISOLATION-STAGE-2`,
+        `-A DOCKER-USER -i tn-keep ! -o tn-keep -m conntrack ! --ctstate DNAT ${c('tn-keep')} -j DOCKER-ISOLATION-STAGE-2`,
         `-A DOCKER-USER -i tn-keep ${c('tn-keep')} -j ACCEPT`,
         `-A DOCKER-USER -o tn-keep ${c('tn-keep')} -j ACCEPT`,
         `-A DOCKER-USER -i tn-half ${c('tn-half')} -j ACCEPT`,
@@ -294,10 +294,10 @@ describe('DOCKER-USER rules', () => {
       `-D DOCKER-USER -i tn-old ${c('tn-old')} -j ACCEPT`,
       `-I DOCKER-USER 1 -o tn-half ${c('tn-half')} -j ACCEPT`,
       `-I DOCKER-USER 1 -i tn-half ${c('tn-half')} -j ACCEPT`,
-      `-I DOCKER-USER 1 -i tn-half ! -o tn-half ${c('tn-half')} -j DOCKER-ISOLATION-STAGE-2`,
+      `-I DOCKER-USER 1 -i tn-half ! -o tn-half -m conntrack ! --ctstate DNAT ${c('tn-half')} -j DOCKER-ISOLATION-STAGE-2`,
       `-I DOCKER-USER 1 -o tn-new ${c('tn-new')} -j ACCEPT`,
       `-I DOCKER-USER 1 -i tn-new ${c('tn-new')} -j ACCEPT`,
-      `-I DOCKER-USER 1 -i tn-new ! -o tn-new ${c('tn-new')} -j DOCKER-ISOLATION-STAGE-2`,
+      `-I DOCKER-USER 1 -i tn-new ! -o tn-new -m conntrack ! --ctstate DNAT ${c('tn-new')} -j DOCKER-ISOLATION-STAGE-2`,
     ]);
   });
 
