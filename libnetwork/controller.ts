@@ -4,7 +4,7 @@ import { type Attachment, type Driver, type DriverContext, type DriverFactory, D
 import { type ControllerEvents, type Core, readyNetwork, readySandbox } from './core.js';
 import {
   type ConnectRequest, type EndpointRequest, connect, createEndpoint, deleteEndpoint, disconnect, forgetEndpoint, join, leave,
-  publishPorts, teardownEndpoint, unpublishPorts,
+  publishPorts, releaseStale, teardownEndpoint, unpublishPorts,
 } from './endpoint.js';
 import { invalid } from './errors.js';
 import { hostRoutes } from './hostroutes.js';
@@ -24,6 +24,9 @@ import { State, migrations as coreMigrations } from './store/state.js';
 import { transaction } from './txn.js';
 
 export type { ConnectRequest, EndpointRequest } from './endpoint.js';
+
+/** How long an engine's endpoint may wait for its join before it counts as stale (a container's start takes seconds). */
+export const STALE_GRACE_MS = 60_000;
 export type { NetworkRequest, SubnetRequest } from './network.js';
 export type { ControllerEvents } from './core.js';
 
@@ -253,9 +256,9 @@ export class Controller extends EventEmitter<ControllerEvents> {
     return deleteEndpoint(this.core, netRef, id);
   }
 
-  /** Makes the endpoint's interface and leaves it in the host namespace for the engine to move (Docker's Join). */
-  join(netRef: string, id: string): Promise<Attachment> {
-    return join(this.core, netRef, id);
+  /** Makes the endpoint's interface and leaves it in the host namespace for the engine to move (Docker's Join into `sandboxKey`). */
+  join(netRef: string, id: string, sandboxKey?: string): Promise<Attachment> {
+    return join(this.core, netRef, id, sandboxKey);
   }
 
   leave(netRef: string, id: string): Promise<void> {
@@ -269,6 +272,15 @@ export class Controller extends EventEmitter<ControllerEvents> {
 
   unpublishPorts(netRef: string, id: string): Promise<void> {
     return unpublishPorts(this.core, netRef, id);
+  }
+
+  /**
+   * Releases the endpoints of `owner`'s networks that their engine let go while tnet could not
+   * hear it (their sandbox is gone, or they never joined one within `graceMs`): their ports,
+   * interfaces and the addresses tnet's IpamDriver gave them. Returns the endpoints released.
+   */
+  releaseStale(owner: Owner, opts: { graceMs?: number } = {}): Promise<Endpoint[]> {
+    return releaseStale(this.core, owner, opts.graceMs ?? STALE_GRACE_MS);
   }
 
   // ---------------------------------------------------------------- address pools for an IPAM face

@@ -6,12 +6,13 @@
 import { existsSync } from 'node:fs';
 import { type Core, DOCKER_ID, explain, readyNetwork, readySandbox } from './core.js';
 import type { Attachment, JoinTarget } from './driverapi.js';
-import { busy, conflict, invalid, notFound } from './errors.js';
+import { busy, conflict, invalid, isTnetError, notFound } from './errors.js';
 import { failpoint } from './failpoint.js';
 import { configureInterface, removeInterface } from './iface.js';
 import { IpAddr } from './ipam/address.js';
-import { Netns, isErrno, linkByName, routeAdd, withRtnl } from './kernel/index.js';
-import type { Endpoint, Network, PortMapping, PortRequest, Sandbox } from './model.js';
+import { Netns, isErrno, linkByName, netnsInUse, routeAdd, withRtnl } from './kernel/index.js';
+import { log } from './log.js';
+import type { Endpoint, Network, Owner, PortMapping, PortRequest, Sandbox } from './model.js';
 import { checkAlias, checkMac, macFor, short } from './names.js';
 import { checkPortFree, choosePorts } from './ports.js';
 import { newId } from './store/state.js';
@@ -72,7 +73,7 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
         const e: Endpoint = {
           id, name: sb.name, networkId: net.id, sandboxId: sb.id, state: 'creating', ipv4: undefined, ipv6: undefined,
           mac: mac ?? macFor(undefined, id), hostIfname: d.hostIfname?.({ id }), ifname: `${prefix}${n}`,
-          aliases, ports, gatewayProvider: provides, created: new Date().toISOString(),
+          aliases, ports, gatewayProvider: provides, sandboxKey: undefined, created: new Date().toISOString(),
         };
         core.state.insertEndpoint(e);
         return e;
@@ -183,7 +184,7 @@ export async function createEndpoint(core: Core, netRef: string, req: EndpointRe
     const ep: Endpoint = {
       id: req.id, name: req.name ?? short(req.id), networkId: net.id, sandboxId: undefined, state: 'ready', ipv4: req.ipv4, ipv6: req.ipv6,
       mac: mac ?? macFor(req.ipv4?.value, req.id), hostIfname: core.driver(net.driver).hostIfname?.({ id: req.id }), ifname: 'eth',
-      aliases: [], ports: [], gatewayProvider: false, created: new Date().toISOString(),
+      aliases: [], ports: [], gatewayProvider: false, sandboxKey: undefined, created: new Date().toISOString(),
     };
     try {
       core.state.unsynced(() => core.state.insertEndpoint(ep));
@@ -223,30 +224,92 @@ export async function deleteEndpoint(core: Core, netRef: string, id: string): Pr
 
 /**
  * Makes the endpoint's interface and leaves it in the host namespace for the engine to move
- * (Docker's Join). A retried join (its answer was lost) gets a fresh interface.
+ * (Docker's Join into `sandboxKey`, recorded: see releaseStale). A retried join (its answer was
+ * lost) gets a fresh interface.
  */
-export async function join(core: Core, netRef: string, id: string): Promise<Attachment> {
+export async function join(core: Core, netRef: string, id: string, sandboxKey?: string): Promise<Attachment> {
   const net = readyNetwork(core, netRef);
   const ep = endpointOf(core, net, id);
   const d = core.driver(net.driver);
   const target: JoinTarget = { kind: 'handoff' };
   return core.locks.shared(net.id, async () => {
+    let a: Attachment;
     try {
-      return await transaction((t) => d.join(net, ep, target, t));
+      a = await transaction((t) => d.join(net, ep, target, t));
     } catch (e) {
       if (!isErrno(e, 'EEXIST')) throw explain(e);
       await d.leave(net, ep, { sandboxGoing: false });
-      return transaction((t) => d.join(net, ep, target, t)).catch((e2: unknown) => {
+      a = await transaction((t) => d.join(net, ep, target, t)).catch((e2: unknown) => {
         throw explain(e2);
       });
     }
+    core.state.unsynced(() => core.state.setSandboxKey(ep.id, sandboxKey));
+    return a;
   });
 }
 
 export async function leave(core: Core, netRef: string, id: string): Promise<void> {
   const net = readyNetwork(core, netRef);
   const ep = endpointOf(core, net, id);
-  await core.locks.shared(net.id, () => core.driver(net.driver).leave(net, ep, { sandboxGoing: false }));
+  await core.locks.shared(net.id, async () => {
+    await core.driver(net.driver).leave(net, ep, { sandboxGoing: false });
+    core.state.unsynced(() => core.state.setSandboxKey(ep.id, undefined));
+  });
+}
+
+/**
+ * An engine's endpoint is stale when the engine let it go while tnet could not hear it (dockerd
+ * retries a missing plugin, then reports success):
+ * - the sandbox it joined is gone (the container went; or stopped, or was made anew, and dockerd
+ *   removed its namespace), or `graceMs` after the endpoint's creation no process lives in it
+ *   any more (dockerd leaves the namespace file behind when it cannot tear the sandbox down; the
+ *   grace spares a container still starting, whose namespace is joined before its process runs);
+ * - it has no sandbox key and, `graceMs` after its creation, no interface of the driver's (it
+ *   never joined: a join follows CreateEndpoint within the container's start; or it joined before
+ *   tnet recorded keys and its container took the interface with it). A driver that cannot tell
+ *   keeps such an endpoint.
+ */
+async function isStale(core: Core, net: Network, ep: Endpoint, graceMs: number): Promise<boolean> {
+  if (ep.sandboxId !== undefined || ep.state !== 'ready') return false;
+  if (ep.sandboxKey !== undefined && !existsSync(ep.sandboxKey)) return true;
+  if (Date.now() - Date.parse(ep.created) <= graceMs) return false;
+  if (ep.sandboxKey !== undefined) return !netnsInUse(ep.sandboxKey);
+  return !((await core.driver(net.driver).endpointIntact?.(net, ep)) ?? true);
+}
+
+/**
+ * Releases what stale endpoints of `owner`'s networks hold: their published ports, their
+ * interfaces, their rows, and the addresses tnet's IpamDriver gave them (unless a live endpoint
+ * of the network has the address meanwhile). Returns the endpoints released.
+ */
+export async function releaseStale(core: Core, owner: Owner, graceMs: number): Promise<Endpoint[]> {
+  const released: Endpoint[] = [];
+  for (const net of core.state.networks()) {
+    if (net.owner !== owner || net.state !== 'ready') continue;
+    const eps = core.state.endpointsOfNetwork(net.id);
+    const stale: Endpoint[] = [];
+    for (const e of eps) if (await isStale(core, net, e, graceMs)) stale.push(e);
+    if (stale.length === 0) continue;
+    const live = eps.filter((e) => !stale.includes(e));
+    await core.locks.shared(net.id, async () => {
+      for (const ep of stale) {
+        log.info({ network: net.name, endpoint: short(ep.id), sandbox: ep.sandboxKey ?? '(never joined)' }, 'releasing a stale endpoint its engine let go');
+        await teardownEndpoint(core, net, ep, { sandboxGoing: false });
+        for (const [addr, ip] of [[ep.ipv4, net.ipv4], [ep.ipv6, net.ipv6]] as const) {
+          if (!addr || !ip || live.some((e) => e.ipv4?.equals(addr) || e.ipv6?.equals(addr))) continue;
+          const pool = await core.ipam.getPool(ip.poolId);
+          if (!pool.shared) continue; // a reserved subnet: the engine's own IPAM holds its addresses
+          await core.ipam.releaseAddress(ip.poolId, addr.toString()).catch((e: unknown) => {
+            if (!isTnetError(e, 'not-found')) throw e;
+          });
+        }
+        core.state.tx(() => core.state.deleteEndpoint(ep.id));
+        core.events.emit('endpoint', 'down', ep, net, undefined);
+        released.push(ep);
+      }
+    });
+  }
+  return released;
 }
 
 /** Publishes host ports to a joined endpoint (Docker's ProgramExternalConnectivity); once per endpoint. */

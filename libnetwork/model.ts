@@ -98,5 +98,10 @@ export interface Endpoint {
   readonly ports: readonly PortMapping[];
   /** Whether this endpoint supplies the sandbox's default route. */
   readonly gatewayProvider: boolean;
+  /**
+   * The namespace another engine handed at its join (Docker's SandboxKey), while it is joined:
+   * when that path is gone, so is the container, and the endpoint is stale.
+   */
+  readonly sandboxKey: string | undefined;
   readonly created: string;
 }

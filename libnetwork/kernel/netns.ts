@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readlinkSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KernelError } from './error.js';
 import { CLONE_NEWNET, MNT_DETACH, MS_BIND, MS_REC, MS_SHARED, lastErrno, loadLibc } from './libc.js';
@@ -147,4 +147,29 @@ export function netnsList(): string[] {
 
 export function netnsExists(name: string): boolean {
   return existsSync(Netns.named(name).path);
+}
+
+/**
+ * Whether any process lives in the namespace held open at `path` (a container's init does while
+ * it runs). A namespace file whose processes are all gone is a leftover: dockerd leaves one when
+ * it cannot finish tearing a sandbox down (a network plugin that does not answer). Reads
+ * /proc/PID/ns/net of every process: for occasional checks, not a hot path.
+ */
+export function netnsInUse(path: string): boolean {
+  let ino: number;
+  try {
+    ino = statSync(path).ino;
+  } catch {
+    return false;
+  }
+  const want = `net:[${ino}]`;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (readlinkSync(`/proc/${pid}/ns/net`) === want) return true;
+    } catch {
+      /* the process ended meanwhile, or is not ours to look at */
+    }
+  }
+  return false;
 }

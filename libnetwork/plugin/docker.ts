@@ -226,6 +226,19 @@ function macFromOption(v: unknown): string | undefined {
 
 const short = (id: string) => id.slice(0, 12);
 
+/**
+ * Runs `fn`; on a conflict (an address or host port taken), releases what dockerd let go while
+ * tnet could not hear it (Controller.releaseStale) and, if anything was, runs `fn` once more.
+ */
+async function retryAfterStale<T>(c: Controller, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (!isTnetError(e, 'conflict') || (await c.releaseStale('docker')).length === 0) throw e;
+    return fn();
+  }
+}
+
 // ------------------------------------------------------------------ the IpamDriver
 
 /**
@@ -275,7 +288,8 @@ export class DockerIpam implements IpamDriverApi {
     const gateway = r.Options?.[REQUEST_ADDRESS_TYPE] === GATEWAY_REQUEST;
     let address: IpAddr;
     if (r.Address) {
-      address = await this.c.requestAddress(pool.id, { address: r.Address, owner: gateway ? 'gateway' : undefined });
+      // A static address (`--ip`) still held by a container that went while tnet was down is released first.
+      address = await retryAfterStale(this.c, () => this.c.requestAddress(pool.id, { address: r.Address, owner: gateway ? 'gateway' : undefined }));
     } else if (gateway) {
       // The subnet's first address, as dockerd's own IPAM gives it, else the first free one.
       const first = IpAddr.of(pool.subnet.family, pool.subnet.network + 1n);
@@ -286,7 +300,7 @@ export class DockerIpam implements IpamDriverApi {
         address = await this.c.requestAddress(pool.id, { owner: 'gateway' });
       }
     } else {
-      address = await this.c.requestAddress(pool.id, {});
+      address = await retryAfterStale(this.c, () => this.c.requestAddress(pool.id, {}));
     }
     return { Address: `${address}/${pool.subnet.prefix}`, Data: {} };
   }
@@ -433,7 +447,9 @@ export class DockerNetworks implements NetworkDriverApi {
     return { Scope: 'local' as const, ConnectivityScope: 'local' as const };
   }
 
+  /** dockerd (re)activated tnet, or tnet started: what dockerd let go meanwhile is released. */
   async activated(): Promise<void> {
+    await this.c.releaseStale('docker');
     await this.syncDockerUser();
   }
 
@@ -557,7 +573,7 @@ export class DockerNetworks implements NetworkDriverApi {
     const ep = this.endpoint(net, r.EndpointID);
     if (typeof r.SandboxKey !== 'string' || !r.SandboxKey.startsWith('/'))
       throw invalid(`SandboxKey ${JSON.stringify(r.SandboxKey)} is not a namespace path`, `endpoint ${short(ep.id)}`);
-    const a = await this.c.join(net.id, ep.id);
+    const a = await this.c.join(net.id, ep.id, r.SandboxKey);
     if (!a.srcName) throw new TnetError('internal', `driver ${net.driver} gave no interface for dockerd to move`);
     return {
       InterfaceName: { SrcName: a.srcName, DstPrefix: this.c.ifacePrefix(net) },
@@ -575,7 +591,11 @@ export class DockerNetworks implements NetworkDriverApi {
   }
 
   async programExternalConnectivity(r: ProgramRequest): Promise<void> {
-    await this.c.publishPorts(this.net(r.NetworkID).id, this.checkId(r.EndpointID, 'endpoint'), parsePortMap(r.Options));
+    const net = this.net(r.NetworkID).id;
+    const id = this.checkId(r.EndpointID, 'endpoint');
+    const requests = parsePortMap(r.Options);
+    // A host port still held by a container that went while tnet was down is released first.
+    await retryAfterStale(this.c, () => this.c.publishPorts(net, id, requests));
   }
 
   async revokeExternalConnectivity(r: EndpointRef): Promise<void> {

@@ -149,6 +149,12 @@ export const migrations: Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    // Where a Docker endpoint was joined (its SandboxKey), to tell a container that went while
+    // tnet was down (dockerd gave up telling tnet) from one that runs.
+    id: 'core-3',
+    sql: `ALTER TABLE endpoints ADD COLUMN sandbox_key TEXT;`,
+  },
 ];
 
 interface NetworkRow {
@@ -193,6 +199,7 @@ interface EndpointRow {
   ifname: string;
   aliases: string;
   gateway_provider: number;
+  sandbox_key: string | null;
   created: string;
 }
 
@@ -231,7 +238,7 @@ const NETWORK_COLUMNS = ['id', 'name', 'owner', 'driver', 'state', 'internal', '
   'pool6', 'subnet6', 'gateway6', 'addresses', 'options', 'labels', 'created'] as const;
 const SANDBOX_COLUMNS = ['id', 'name', 'owner', 'kind', 'state', 'netns', 'created'] as const;
 const ENDPOINT_COLUMNS = ['id', 'name', 'network_id', 'sandbox_id', 'state', 'ipv4', 'ipv6', 'mac', 'host_ifname',
-  'ifname', 'aliases', 'gateway_provider', 'created'] as const;
+  'ifname', 'aliases', 'gateway_provider', 'sandbox_key', 'created'] as const;
 const PORT_COLUMNS = ['endpoint_id', 'proto', 'host_ip', 'host_port', 'container_port'] as const;
 
 export function newId(): string {
@@ -294,6 +301,7 @@ export class State {
       epState: db.prepare('UPDATE endpoints SET state = ? WHERE id = ?'),
       epAddresses: db.prepare('UPDATE endpoints SET ipv4 = ?, ipv6 = ?, mac = ? WHERE id = ?'),
       epGatewayProvider: db.prepare('UPDATE endpoints SET gateway_provider = ? WHERE id = ?'),
+      epSandboxKey: db.prepare('UPDATE endpoints SET sandbox_key = ? WHERE id = ?'),
       epDelete: db.prepare('DELETE FROM endpoints WHERE id = ?'),
       ports: db.prepare('SELECT * FROM ports'),
       portsByEp: db.prepare('SELECT * FROM ports WHERE endpoint_id = ? ORDER BY proto, host_port'),
@@ -463,6 +471,7 @@ export class State {
       aliases: JSON.parse(r.aliases) as string[],
       ports: (this.s.portsByEp.all(r.id) as PortRow[]).map(toPort),
       gatewayProvider: r.gateway_provider === 1,
+      sandboxKey: r.sandbox_key ?? undefined,
       created: r.created,
     };
   }
@@ -497,6 +506,7 @@ export class State {
       ifname: e.ifname,
       aliases: JSON.stringify(e.aliases),
       gateway_provider: e.gatewayProvider ? 1 : 0,
+      sandbox_key: e.sandboxKey ?? null,
       created: e.created,
     });
     for (const p of e.ports) this.insertPort(e.id, p);
@@ -509,6 +519,11 @@ export class State {
   /** Addresses chosen after the intent row was written (see Controller.createEndpoint). */
   setEndpointAddresses(id: string, ipv4: IpAddr | undefined, ipv6: IpAddr | undefined, mac: string): void {
     this.s.epAddresses.run(ipv4?.toString() ?? null, ipv6?.toString() ?? null, mac, id);
+  }
+
+  /** Joined into another engine's sandbox at this path, or left (undefined). */
+  setSandboxKey(id: string, key: string | undefined): void {
+    this.s.epSandboxKey.run(key ?? null, id);
   }
 
   setGatewayProvider(id: string, provider: boolean): void {

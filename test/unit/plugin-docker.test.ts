@@ -6,7 +6,7 @@
  * ports, stale endpoints, and that addresses owned by the IPAM are never released behind
  * dockerd's back.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -173,3 +173,60 @@ describe('endpoints', () => {
     expect(c.findNetwork(NET2)!.internal).toBe(true);
   });
 });
+
+describe('endpoints dockerd let go while tnet was down (issue 13, item 1)', () => {
+  let keys: string;
+  beforeEach(() => {
+    keys = mkdtempSync(join(tmpdir(), 'tnet-netns-'));
+  });
+  afterEach(() => rmSync(keys, { recursive: true, force: true }));
+  const sandbox = (name: string) => {
+    const path = join(keys, name);
+    writeFileSync(path, '');
+    return path;
+  };
+  const pm = (port: number) => ({ 'com.docker.network.portmap': [{ Proto: 6, IP: '', Port: 80, HostIP: '', HostPort: port, HostPortEnd: 0 }] });
+
+  it("a gone container's host port and static address are released: on activation, and when another container asks for them", async () => {
+    const pool = await dipam.requestPool({ AddressSpace: 'tnet-local', Pool: '10.95.0.0/24' });
+    const gw = await dipam.requestAddress({ PoolID: pool.PoolID, Options: { RequestAddressType: 'com.docker.network.gateway' } });
+    await nets.createNetwork({ NetworkID: NET, IPv4Data: [v4('10.95.0.0/24', gw.Address, 'tnet-local')] });
+    const a = await dipam.requestAddress({ PoolID: pool.PoolID, Address: '10.95.0.10' });
+    const b = await dipam.requestAddress({ PoolID: pool.PoolID });
+    await nets.createEndpoint({ NetworkID: NET, EndpointID: EP, Interface: { Address: a.Address } });
+    await nets.createEndpoint({ NetworkID: NET, EndpointID: EP2, Interface: { Address: b.Address } });
+    const gone = sandbox('gone');
+    await nets.join({ NetworkID: NET, EndpointID: EP, SandboxKey: gone });
+    await nets.join({ NetworkID: NET, EndpointID: EP2, SandboxKey: sandbox('alive') });
+    await nets.programExternalConnectivity({ NetworkID: NET, EndpointID: EP, Options: pm(28090) });
+    expect(c.findEndpoint(EP)!.sandboxKey).toBe(gone);
+
+    // The container goes while tnet is down: dockerd's Leave, DeleteEndpoint, ReleaseAddress never arrive.
+    rmSync(gone);
+    // A new container asks for the same static address: the stale holder is released first.
+    expect((await dipam.requestAddress({ PoolID: pool.PoolID, Address: '10.95.0.10' })).Address).toBe('10.95.0.10/24');
+    expect(c.findEndpoint(EP)).toBeUndefined();
+    expect(calls).toContain(`revoke ${EP.slice(0, 4)} 28090`);
+    expect(c.findEndpoint(EP2)).toMatchObject({ state: 'ready' }); // its sandbox is there: kept
+    // ... and its host port is free again.
+    await nets.programExternalConnectivity({ NetworkID: NET, EndpointID: EP2, Options: pm(28090) });
+    expect(c.findEndpoint(EP2)!.ports.map((p) => p.hostPort)).toEqual([28090]);
+  });
+
+  it('on activation: a left container is released, a running one kept, a never-joined one after the grace', async () => {
+    await nets.createNetwork({ NetworkID: NET, IPv4Data: [v4('10.94.0.0/24', '10.94.0.1/24')] });
+    await nets.createEndpoint({ NetworkID: NET, EndpointID: EP, Interface: { Address: '10.94.0.2/24' } });
+    await nets.createEndpoint({ NetworkID: NET, EndpointID: EP2, Interface: { Address: '10.94.0.3/24' } });
+    const gone = sandbox('gone');
+    await nets.join({ NetworkID: NET, EndpointID: EP, SandboxKey: gone });
+    await nets.activated();
+    expect(c.endpoints().map((e) => e.id).sort()).toEqual([EP, EP2].sort()); // EP2 is within its grace
+    rmSync(gone);
+    await nets.activated();
+    expect(c.endpoints().map((e) => e.id)).toEqual([EP2]);
+    expect(await c.releaseStale('docker', { graceMs: 0 })).toMatchObject([{ id: EP2 }]); // never joined, past the grace
+    expect(c.endpoints()).toEqual([]);
+    expect(await c.pools()).toHaveLength(1); // dockerd's IPAM holds the addresses: the reserved subnet stays with the network
+  });
+});
+
