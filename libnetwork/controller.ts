@@ -25,7 +25,7 @@ import { transaction } from './txn.js';
 
 export type { ConnectRequest, EndpointRequest } from './endpoint.js';
 
-/** How long an engine's endpoint may wait for its join before it counts as stale (a container's start takes seconds). */
+/** How long after its creation an engine's endpoint is spared from counting as stale (a container's start takes seconds). */
 export const STALE_GRACE_MS = 60_000;
 export type { NetworkRequest, SubnetRequest } from './network.js';
 export type { ControllerEvents } from './core.js';
@@ -45,6 +45,8 @@ export interface ControllerOptions {
   readonly drivers?: readonly DriverFactory[];
   /** Subnets an auto-chosen pool never takes, besides the host's routes (a VPN's, a range kept for later). */
   readonly avoid?: readonly Subnet[];
+  /** How long after its creation an engine's endpoint can count as stale (releaseStale); default STALE_GRACE_MS. */
+  readonly staleGraceMs?: number;
 }
 
 
@@ -64,6 +66,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
   private readonly drivers = new Map<string, Driver>();
   /** What the operations on each object share; never handed out. */
   private readonly core: Core;
+  private readonly staleGraceMs: number;
   readonly tags: Tags;
 
   private constructor(dir: string, opts: ControllerOptions) {
@@ -84,6 +87,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
     this.registry = new DriverRegistry(opts.drivers ?? builtinDrivers);
     for (const type of this.registry.types()) this.drivers.set(type, this.registry.factory(type).create(this.driverContext(type)));
     const avoid = opts.avoid ?? [];
+    this.staleGraceMs = opts.staleGraceMs ?? STALE_GRACE_MS;
     this.core = {
       state: this.state, ipam: this.ipam, locks: new KeyedLock(), rtnl: this.rtnl, scope: this.state.scope,
       etcNetns: opts.etcNetns ?? '/etc/netns', registry: this.registry, driver: (type) => this.driver(type),
@@ -280,7 +284,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
    * interfaces and the addresses tnet's IpamDriver gave them. Returns the endpoints released.
    */
   releaseStale(owner: Owner, opts: { graceMs?: number } = {}): Promise<Endpoint[]> {
-    return releaseStale(this.core, owner, opts.graceMs ?? STALE_GRACE_MS);
+    return releaseStale(this.core, owner, opts.graceMs ?? this.staleGraceMs);
   }
 
   // ---------------------------------------------------------------- address pools for an IPAM face

@@ -259,19 +259,17 @@ export async function leave(core: Core, netRef: string, id: string): Promise<voi
 
 /**
  * An engine's endpoint is stale when the engine let it go while tnet could not hear it (dockerd
- * retries a missing plugin, then reports success):
- * - the sandbox it joined is gone (the container went; or stopped, or was made anew, and dockerd
- *   removed its namespace), or `graceMs` after the endpoint's creation no process lives in it
- *   any more (dockerd leaves the namespace file behind when it cannot tear the sandbox down; the
- *   grace spares a container still starting, whose namespace is joined before its process runs);
- * - it has no sandbox key and, `graceMs` after its creation, no interface of the driver's (it
- *   never joined: a join follows CreateEndpoint within the container's start; or it joined before
+ * retries a missing plugin, then reports success). Never within `graceMs` of its creation: a
+ * container still starting has joined a namespace that does not exist yet (dockerd's SandboxKey
+ * is made by runc's hook when the container's process starts) or has no process yet. After that:
+ * - no process lives in the namespace it joined, or that namespace is gone (the container went,
+ *   stopped or was made anew; dockerd leaves the file behind when it cannot tear the sandbox down);
+ * - it has no sandbox key and no interface of the driver's (it never joined; or it joined before
  *   tnet recorded keys and its container took the interface with it). A driver that cannot tell
  *   keeps such an endpoint.
  */
 async function isStale(core: Core, net: Network, ep: Endpoint, graceMs: number): Promise<boolean> {
   if (ep.sandboxId !== undefined || ep.state !== 'ready') return false;
-  if (ep.sandboxKey !== undefined && !existsSync(ep.sandboxKey)) return true;
   if (Date.now() - Date.parse(ep.created) <= graceMs) return false;
   if (ep.sandboxKey !== undefined) return !netnsInUse(ep.sandboxKey);
   return !((await core.driver(net.driver).endpointIntact?.(net, ep)) ?? true);
@@ -293,7 +291,7 @@ export async function releaseStale(core: Core, owner: Owner, graceMs: number): P
     const live = eps.filter((e) => !stale.includes(e));
     await core.locks.shared(net.id, async () => {
       for (const ep of stale) {
-        log.info({ network: net.name, endpoint: short(ep.id), sandbox: ep.sandboxKey ?? '(never joined)' }, 'releasing a stale endpoint its engine let go');
+        log.warn({ network: net.name, endpoint: short(ep.id), sandbox: ep.sandboxKey ?? '(never joined)' }, 'releasing a stale endpoint its engine let go');
         await teardownEndpoint(core, net, ep, { sandboxGoing: false });
         for (const [addr, ip] of [[ep.ipv4, net.ipv4], [ep.ipv6, net.ipv6]] as const) {
           if (!addr || !ip || live.some((e) => e.ipv4?.equals(addr) || e.ipv6?.equals(addr))) continue;

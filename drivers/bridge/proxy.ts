@@ -14,7 +14,7 @@ import type { Logger } from '../../libnetwork/log.js';
  */
 export interface ProxySpec {
   readonly proto: 'tcp' | 'udp';
-  /** An IPv6 address of the host, or '::' for all of them. */
+  /** An IPv6 address of the host, or '::' for all of them (an IPv4 one only with `hold`). */
   readonly hostIp: string;
   readonly hostPort: number;
   /** The container's address and port. */
@@ -22,6 +22,11 @@ export interface ProxySpec {
   readonly targetPort: number;
   /** Derived from an every-address mapping: a host without IPv6 skips it with a warning instead of failing. */
   readonly optional: boolean;
+  /**
+   * Only hold the port (an IPv4 side, which the kernel's NAT serves: nothing reaches the socket),
+   * so that other programs, docker-proxy among them, see it taken.
+   */
+  readonly hold?: boolean;
 }
 
 interface Running {
@@ -45,7 +50,7 @@ export class Proxies {
     try {
       for (const s of specs) {
         try {
-          running.push(s.proto === 'tcp' ? await tcpProxy(s, this.log) : await udpProxy(s, this.log));
+          running.push(s.hold ? await holdPort(s) : s.proto === 'tcp' ? await tcpProxy(s, this.log) : await udpProxy(s, this.log));
         } catch (e) {
           const code = (e as NodeJS.ErrnoException).code;
           if (code === 'EADDRINUSE') throw conflict(`host port ${hostPortText(s)} is already in use by another program`, `port ${s.hostPort}/${s.proto}`);
@@ -77,7 +82,7 @@ export class Proxies {
 function listenTcp(server: Server, s: ProxySpec): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ host: s.hostIp, port: s.hostPort, ipv6Only: true, exclusive: true }, () => {
+    server.listen({ host: s.hostIp, port: s.hostPort, ipv6Only: s.hostIp.includes(':'), exclusive: true }, () => {
       server.off('error', reject);
       resolve();
     });
@@ -114,6 +119,28 @@ async function tcpProxy(s: ProxySpec, log: Logger): Promise<Running> {
   };
 }
 
+/** A socket on the port that serves nothing (the kernel's NAT takes its packets first). */
+async function holdPort(s: ProxySpec): Promise<Running> {
+  if (s.proto === 'tcp') {
+    const server = createServer((c) => c.destroy());
+    await listenTcp(server, s);
+    return { spec: s, close: () => server.close() };
+  }
+  const sock = createSocket(s.hostIp.includes(':') ? { type: 'udp6', ipv6Only: true } : { type: 'udp4' });
+  await bindUdp(sock, s);
+  return { spec: s, close: () => sock.close() };
+}
+
+function bindUdp(sock: UdpSocket, s: ProxySpec): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    sock.once('error', reject);
+    sock.bind({ address: s.hostIp, port: s.hostPort, exclusive: true }, () => {
+      sock.off('error', reject);
+      resolve();
+    });
+  });
+}
+
 async function udpProxy(s: ProxySpec, log: Logger): Promise<Running> {
   const sock = createSocket({ type: 'udp6', ipv6Only: true });
   const flows = new Map<string, { up: UdpSocket; timer: NodeJS.Timeout }>();
@@ -140,13 +167,7 @@ async function udpProxy(s: ProxySpec, log: Logger): Promise<Running> {
     } else f.timer.refresh();
     f.up.send(msg, s.targetPort, s.target);
   });
-  await new Promise<void>((resolve, reject) => {
-    sock.once('error', reject);
-    sock.bind({ address: s.hostIp, port: s.hostPort, exclusive: true }, () => {
-      sock.off('error', reject);
-      resolve();
-    });
-  });
+  await bindUdp(sock, s);
   sock.on('error', (e) => log.warn({ err: e, port: hostPortText(s) }, 'published port proxy error'));
   return {
     spec: s,

@@ -176,18 +176,26 @@ describe('endpoints', () => {
 
 describe('endpoints dockerd let go while tnet was down (issue 13, item 1)', () => {
   let keys: string;
-  beforeEach(() => {
+  /** A sandbox a process lives in: this test's own network namespace. */
+  const LIVE = '/proc/self/ns/net';
+  beforeEach(async () => {
     keys = mkdtempSync(join(tmpdir(), 'tnet-netns-'));
+    // No grace: every endpoint here counts as old enough to be stale.
+    nets.close();
+    c.close();
+    c = await Controller.open({ stateDir: dir, drivers: [recordingDriver('bridge', () => calls)], staleGraceMs: 0 });
+    nets = new DockerNetworks(c, { dockerUser: false });
+    dipam = new DockerIpam(c);
   });
   afterEach(() => rmSync(keys, { recursive: true, force: true }));
-  const sandbox = (name: string) => {
-    const path = join(keys, name);
+  const goneSandbox = () => {
+    const path = join(keys, 'gone');
     writeFileSync(path, '');
     return path;
   };
   const pm = (port: number) => ({ 'com.docker.network.portmap': [{ Proto: 6, IP: '', Port: 80, HostIP: '', HostPort: port, HostPortEnd: 0 }] });
 
-  it("a gone container's host port and static address are released: on activation, and when another container asks for them", async () => {
+  it("a gone container's host port and static address are released when another container asks for them", async () => {
     const pool = await dipam.requestPool({ AddressSpace: 'tnet-local', Pool: '10.95.0.0/24' });
     const gw = await dipam.requestAddress({ PoolID: pool.PoolID, Options: { RequestAddressType: 'com.docker.network.gateway' } });
     await nets.createNetwork({ NetworkID: NET, IPv4Data: [v4('10.95.0.0/24', gw.Address, 'tnet-local')] });
@@ -195,9 +203,9 @@ describe('endpoints dockerd let go while tnet was down (issue 13, item 1)', () =
     const b = await dipam.requestAddress({ PoolID: pool.PoolID });
     await nets.createEndpoint({ NetworkID: NET, EndpointID: EP, Interface: { Address: a.Address } });
     await nets.createEndpoint({ NetworkID: NET, EndpointID: EP2, Interface: { Address: b.Address } });
-    const gone = sandbox('gone');
+    const gone = goneSandbox();
     await nets.join({ NetworkID: NET, EndpointID: EP, SandboxKey: gone });
-    await nets.join({ NetworkID: NET, EndpointID: EP2, SandboxKey: sandbox('alive') });
+    await nets.join({ NetworkID: NET, EndpointID: EP2, SandboxKey: LIVE });
     await nets.programExternalConnectivity({ NetworkID: NET, EndpointID: EP, Options: pm(28090) });
     expect(c.findEndpoint(EP)!.sandboxKey).toBe(gone);
 
@@ -207,26 +215,24 @@ describe('endpoints dockerd let go while tnet was down (issue 13, item 1)', () =
     expect((await dipam.requestAddress({ PoolID: pool.PoolID, Address: '10.95.0.10' })).Address).toBe('10.95.0.10/24');
     expect(c.findEndpoint(EP)).toBeUndefined();
     expect(calls).toContain(`revoke ${EP.slice(0, 4)} 28090`);
-    expect(c.findEndpoint(EP2)).toMatchObject({ state: 'ready' }); // its sandbox is there: kept
+    expect(c.findEndpoint(EP2)).toMatchObject({ state: 'ready' }); // a process lives in its sandbox: kept
     // ... and its host port is free again.
     await nets.programExternalConnectivity({ NetworkID: NET, EndpointID: EP2, Options: pm(28090) });
     expect(c.findEndpoint(EP2)!.ports.map((p) => p.hostPort)).toEqual([28090]);
   });
 
-  it('on activation: a left container is released, a running one kept, a never-joined one after the grace', async () => {
+  it('on activation: a left container and a never-joined endpoint are released, a running one kept; nothing within the grace', async () => {
     await nets.createNetwork({ NetworkID: NET, IPv4Data: [v4('10.94.0.0/24', '10.94.0.1/24')] });
-    await nets.createEndpoint({ NetworkID: NET, EndpointID: EP, Interface: { Address: '10.94.0.2/24' } });
-    await nets.createEndpoint({ NetworkID: NET, EndpointID: EP2, Interface: { Address: '10.94.0.3/24' } });
-    const gone = sandbox('gone');
-    await nets.join({ NetworkID: NET, EndpointID: EP, SandboxKey: gone });
+    const EP3 = N('f');
+    for (const [ep, ip] of [[EP, '10.94.0.2/24'], [EP2, '10.94.0.3/24'], [EP3, '10.94.0.4/24']] as const) {
+      await nets.createEndpoint({ NetworkID: NET, EndpointID: ep, Interface: { Address: ip } });
+    }
+    const gone = goneSandbox();
+    await nets.join({ NetworkID: NET, EndpointID: EP, SandboxKey: gone }); // its namespace has no process: a file
+    await nets.join({ NetworkID: NET, EndpointID: EP3, SandboxKey: LIVE });
+    expect(await c.releaseStale('docker', { graceMs: 60_000 })).toEqual([]); // all just created: a container may be starting
     await nets.activated();
-    expect(c.endpoints().map((e) => e.id).sort()).toEqual([EP, EP2].sort()); // EP2 is within its grace
-    rmSync(gone);
-    await nets.activated();
-    expect(c.endpoints().map((e) => e.id)).toEqual([EP2]);
-    expect(await c.releaseStale('docker', { graceMs: 0 })).toMatchObject([{ id: EP2 }]); // never joined, past the grace
-    expect(c.endpoints()).toEqual([]);
+    expect(c.endpoints().map((e) => e.id)).toEqual([EP3]); // EP2 never joined: released too
     expect(await c.pools()).toHaveLength(1); // dockerd's IPAM holds the addresses: the reserved subnet stays with the network
   });
 });
-
