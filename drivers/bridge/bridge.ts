@@ -236,16 +236,13 @@ export class BridgeDriver implements Driver {
    * What the userland proxy serves, as Docker's docker-proxy does, where NAT cannot: the IPv6
    * side of a mapping to a container without IPv6 (every IPv6 address of the host, or the one
    * given), and [::1] (IPv6 has no route_localnet: DNAT from loopback cannot leave the host).
-   * IPv4 host addresses are the kernel's NAT alone, but the port is held there too (a socket that
-   * receives nothing: NAT takes every packet first), so other programs see it taken: dockerd's
-   * docker-proxy then moves its own `-p` past it instead of publishing the same port a second time.
+   * Nothing for IPv4 host addresses: those are the kernel's NAT alone.
    */
   private proxySpecs(ep: Endpoint, ports: readonly PortMapping[]): ProxySpec[] {
     const out: ProxySpec[] = [];
     for (const p of ports) {
       if (p.proto !== 'tcp' && p.proto !== 'udp') continue;
       const base = { proto: p.proto, hostPort: p.hostPort, targetPort: p.containerPort };
-      if (!p.hostIp.includes(':')) out.push({ ...base, hostIp: p.hostIp || '0.0.0.0', target: '', optional: false, hold: true });
       if (p.hostIp === '') {
         if (ep.ipv6) out.push({ ...base, hostIp: '::1', target: ep.ipv6.toString(), optional: true });
         else if (ep.ipv4) out.push({ ...base, hostIp: '::', target: ep.ipv4.toString(), optional: true });

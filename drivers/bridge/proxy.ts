@@ -14,7 +14,7 @@ import type { Logger } from '../../libnetwork/log.js';
  */
 export interface ProxySpec {
   readonly proto: 'tcp' | 'udp';
-  /** An IPv6 address of the host, or '::' for all of them (an IPv4 one only with `hold`). */
+  /** An IPv6 address of the host, or '::' for all of them. */
   readonly hostIp: string;
   readonly hostPort: number;
   /** The container's address and port. */
@@ -22,11 +22,6 @@ export interface ProxySpec {
   readonly targetPort: number;
   /** Derived from an every-address mapping: a host without IPv6 skips it with a warning instead of failing. */
   readonly optional: boolean;
-  /**
-   * Only hold the port (an IPv4 side, which the kernel's NAT serves: nothing reaches the socket),
-   * so that other programs, docker-proxy among them, see it taken.
-   */
-  readonly hold?: boolean;
 }
 
 interface Running {
@@ -50,7 +45,7 @@ export class Proxies {
     try {
       for (const s of specs) {
         try {
-          running.push(s.hold ? await holdPort(s) : s.proto === 'tcp' ? await tcpProxy(s, this.log) : await udpProxy(s, this.log));
+          running.push(s.proto === 'tcp' ? await tcpProxy(s, this.log) : await udpProxy(s, this.log));
         } catch (e) {
           const code = (e as NodeJS.ErrnoException).code;
           if (code === 'EADDRINUSE') throw conflict(`host port ${hostPortText(s)} is already in use by another program`, `port ${s.hostPort}/${s.proto}`);
@@ -117,18 +112,6 @@ async function tcpProxy(s: ProxySpec, log: Logger): Promise<Running> {
       conns.clear();
     },
   };
-}
-
-/** A socket on the port that serves nothing (the kernel's NAT takes its packets first). */
-async function holdPort(s: ProxySpec): Promise<Running> {
-  if (s.proto === 'tcp') {
-    const server = createServer((c) => c.destroy());
-    await listenTcp(server, s);
-    return { spec: s, close: () => server.close() };
-  }
-  const sock = createSocket(s.hostIp.includes(':') ? { type: 'udp6', ipv6Only: true } : { type: 'udp4' });
-  await bindUdp(sock, s);
-  return { spec: s, close: () => sock.close() };
 }
 
 function bindUdp(sock: UdpSocket, s: ProxySpec): Promise<void> {

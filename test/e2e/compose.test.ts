@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { sh, until } from '../integration/harness.js';
-import { type Dockerd, type Run, type TnetPlugin, ROOT, dockerAsync, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
+import { type Dockerd, type Run, type TnetPlugin, ROOT, dockerAsync, httpGet, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
 
 const COMPOSE = '/usr/bin/docker-compose';
 const FILE = join(ROOT, 'test/e2e/compose/docker-compose.yml');
@@ -61,12 +61,6 @@ async function nslookup(d: Dockerd, ctr: string, name: string): Promise<string[]
   return [...(r.out + '\n' + r.err).matchAll(/^Address:\s+(\d+\.\d+\.\d+\.\d+)\s*$/gm)].map((m) => m[1]!).sort();
 }
 
-/** An HTTP GET with socat; the body, or '' when nothing answers. */
-function wget(host: string, port: number): string {
-  const r = sh(`printf 'GET / HTTP/1.0\\r\\n\\r\\n' | socat -T 3 - TCP:${host}:${port},connect-timeout=3 2>/dev/null`);
-  const i = r.out.indexOf('\r\n\r\n');
-  return i < 0 ? '' : r.out.slice(i + 4).trim();
-}
 
 /** The `tnet` command against the daemon the test started (its control socket is in its state directory). */
 function tnetCli(tnet: TnetPlugin, ...args: string[]): Run {
@@ -149,7 +143,7 @@ async function scenario(t: Test, d: Dockerd, tnet: TnetPlugin, config: string, i
   t.same(frontOptions, { 'com.docker.network.container_iface_prefix': 'ceth', 'tnet.e2e.unknown': '1' }, `${project}: docker network inspect shows front's driver_opts`);
 
   let port = '';
-  await until(() => (port = wget('127.0.0.1', PORT)) === 'hello-from-container', 5000);
+  await until(() => (port = httpGet('127.0.0.1', PORT)) === 'hello-from-container', 5000);
   t.equal(port, 'hello-from-container', `${project}: the published port answers on 127.0.0.1:${PORT}`);
 
   const daemonMode = process.env.TNET_E2E_PLUGIN !== 'plugin';

@@ -401,3 +401,14 @@ function childrenOf(pid: number): number[] {
     return [];
   }
 }
+
+/**
+ * An HTTP GET of / with socat, from `where` (a command prefix such as `ip netns exec NS`, or ''
+ * for the test's own namespace): the body, or '' when nothing answers within 3 s.
+ */
+export function httpGet(host: string, port: number, where = ''): string {
+  const r = sh(`printf 'GET / HTTP/1.0\\r\\n\\r\\n' | ${where} socat -T 3 - TCP:${host}:${port},connect-timeout=3 2>/dev/null`);
+  const i = r.out.indexOf('\r\n\r\n');
+  return i < 0 ? '' : r.out.slice(i + 4).trim();
+}
+

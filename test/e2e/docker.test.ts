@@ -5,7 +5,7 @@
 import { statSync } from 'node:fs';
 import t from 'tap';
 import { makeOutside, sh, until } from '../integration/harness.js';
-import { type Dockerd, PLUGIN_SOCKET, dockerAsync, importBusybox, isolateDocker, pluginCall, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
+import { type Dockerd, PLUGIN_SOCKET, dockerAsync, httpGet, importBusybox, isolateDocker, pluginCall, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
 
 await isolateDocker();
 
@@ -54,9 +54,7 @@ function addrOf(d: Dockerd, ctr: string, net: string): { ip: string; ip6: string
 /** An HTTP GET with socat (scripts/setup.sh installs it); the body, or '' when nothing answers. */
 function wget(where: string, url: string): string {
   const m = /^http:\/\/([^/]+):(\d+)\//.exec(url)!;
-  const r = sh(`printf 'GET / HTTP/1.0\\r\\n\\r\\n' | ${where} socat -T 3 - TCP:${m[1]}:${m[2]},connect-timeout=3 2>/dev/null`);
-  const i = r.out.indexOf('\r\n\r\n');
-  return i < 0 ? '' : r.out.slice(i + 4).trim();
+  return httpGet(m[1]!, Number(m[2]), where);
 }
 
 t.test('with dockerd defaults (--iptables=true, FORWARD policy DROP)', async (t) => {

@@ -14,17 +14,11 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { sh, until } from '../integration/harness.js';
-import { type Dockerd, DOCKER, ROOT, type TnetPlugin, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
+import { until } from '../integration/harness.js';
+import { type Dockerd, DOCKER, ROOT, type TnetPlugin, httpGet, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
 
 await isolateDocker();
 
-/** An HTTP GET with socat; the body, or '' when nothing answers. */
-function wget(host: string, port: number): string {
-  const r = sh(`printf 'GET / HTTP/1.0\\r\\n\\r\\n' | socat -T 3 - TCP:${host}:${port},connect-timeout=3 2>/dev/null`);
-  const i = r.out.indexOf('\r\n\r\n');
-  return i < 0 ? '' : r.out.slice(i + 4).trim();
-}
 
 /** The `tnet` command against the daemon the test started (its control socket is in its state directory). */
 function tnetCli(tnet: TnetPlugin, d: Dockerd, ...args: string[]): { code: number; out: string; err: string } {
@@ -103,7 +97,7 @@ t.test('generic options and ephemeral host ports: -d bridge and -d tnet side by 
     }
     const hostPort = Number(binding.split(':')[1] ?? 0);
     let answers = '';
-    await until(() => (answers = wget('127.0.0.1', hostPort)) === 'hello-from-container', 5000);
+    await until(() => (answers = httpGet('127.0.0.1', hostPort)) === 'hello-from-container', 5000);
     outcome[driver] = { created: created.code === 0, ifaces, hostPort, answers };
     t.comment(`${driver}: ${JSON.stringify(outcome[driver])}`);
   }

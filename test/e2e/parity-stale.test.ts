@@ -7,17 +7,11 @@
  * same port or address.
  */
 import t from 'tap';
-import { sh, until } from '../integration/harness.js';
-import { importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
+import { until } from '../integration/harness.js';
+import { httpGet, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
 
 await isolateDocker();
 
-/** An HTTP GET with socat; the body, or '' when nothing answers. */
-function wget(port: number): string {
-  const r = sh(`printf 'GET / HTTP/1.0\\r\\n\\r\\n' | socat -T 3 - TCP:127.0.0.1:${port},connect-timeout=3 2>/dev/null`);
-  const i = r.out.indexOf('\r\n\r\n');
-  return i < 0 ? '' : r.out.slice(i + 4).trim();
-}
 
 t.test('a container removed or stopped while tnet is down gives back its host port and static address', async (t) => {
   const tnet = await startTnet(t);
@@ -38,7 +32,7 @@ t.test('a container removed or stopped while tnet is down gives back its host po
     // rm: removed while tnet is down; st: stopped while tnet is down, started again after.
     d.ok(t, 'run', '-d', '--name', `${s.net}-rm`, '--network', s.net, '--ip', s.ip, '-p', `${s.port}:80`, img, ...serve);
     d.ok(t, 'run', '-d', '--name', `${s.net}-st`, '--network', s.net, '--ip', s.ip.replace(/\.20$/, '.21'), '-p', `${s.port + 10}:80`, img, ...serve);
-    t.ok(await until(() => wget(s.port) !== '' && wget(s.port + 10) !== '', 10_000), `${driver}: both containers answer on their published ports`);
+    t.ok(await until(() => httpGet('127.0.0.1', s.port) !== '' && httpGet('127.0.0.1', s.port + 10) !== '', 10_000), `${driver}: both containers answer on their published ports`);
   }
 
   await tnet.stop('SIGKILL');
@@ -58,8 +52,8 @@ t.test('a container removed or stopped while tnet is down gives back its host po
     const start = d.docker('start', `${s.net}-st`);
     t.equal(start.code, 0, `${driver}: the stopped container starts again with its address and port ${start.err}`);
     t.ok(
-      await until(() => wget(s.port).startsWith('hi-') && wget(s.port + 10).startsWith('hi-'), 10_000),
-      `${driver}: both answer on their published ports (${wget(s.port)}, ${wget(s.port + 10)})`,
+      await until(() => httpGet('127.0.0.1', s.port).startsWith('hi-') && httpGet('127.0.0.1', s.port + 10).startsWith('hi-'), 10_000),
+      `${driver}: both answer on their published ports (${httpGet('127.0.0.1', s.port)}, ${httpGet('127.0.0.1', s.port + 10)})`,
     );
   }
   t.match(tnet.log(), /releasing a stale endpoint its engine let go/, "tnet's log says what it released");

@@ -30,11 +30,6 @@ t.test('two sandboxes on one bridge: ping, NAT out, published ports from host, o
   t.equal(fetchTcp(`ip netns exec ${out.ns}`, out.hostIp, 8080), 'hello-from-b', 'published port answers from the outside');
   t.equal(fetchTcp(`ip netns exec ${netnsOf('a')}`, out.hostIp, 8080), 'hello-from-b', 'published port answers from another sandbox on the bridge (hairpin)');
   server.kill();
-  // The port is held on the host too (docker-proxy's own -p then moves past it instead of publishing it twice).
-  const bind8080 = () => sh('timeout 1 socat TCP-LISTEN:8080,bind=0.0.0.0 /dev/null');
-  t.match(bind8080(), { code: 1, out: /Address already in use/ }, 'another program cannot take the published host port');
-  await c.disconnect('web', 'b');
-  t.equal(bind8080().code, 124, 'the host port is free once the endpoint goes');
 
   await c.deleteSandbox('a');
   await c.deleteSandbox('b');
