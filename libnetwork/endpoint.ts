@@ -136,10 +136,16 @@ export async function teardownEndpoint(core: Core, net: Network, ep: Endpoint, h
   if (!how.sandboxGoing && sb?.kind === 'lab' && existsSync(sb.netns)) await removeInterface(Netns.atPath(sb.netns), ep.ifname);
 }
 
-/** Drops an endpoint's row, and its addresses when they are tnet's to release. */
-export async function forgetEndpoint(core: Core, net: Network, ep: Endpoint): Promise<void> {
-  if (net.addresses === 'tnet') await core.ipam.releaseOwned(ep.id);
-  core.state.tx(() => core.state.deleteEndpoint(ep.id));
+/**
+ * Drops an endpoint's row, and its addresses when they are tnet's to release. One fsync: the
+ * release commits without one and the row's delete carries it (WAL commits reach the disk in
+ * order); `durableLater`: the caller commits durably right after (a sandbox's delete) and this
+ * takes none at all.
+ */
+export async function forgetEndpoint(core: Core, net: Network, ep: Endpoint, opts: { durableLater?: boolean } = {}): Promise<void> {
+  if (net.addresses === 'tnet') await core.ipam.releaseOwned(ep.id, { durable: false });
+  if (opts.durableLater) core.state.unsynced(() => core.state.deleteEndpoint(ep.id));
+  else core.state.tx(() => core.state.deleteEndpoint(ep.id));
 }
 
 /** The sandbox lost its default route with an endpoint: the next eligible endpoint supplies it. */

@@ -50,8 +50,8 @@ export async function deleteSandbox(core: Core, ref: string, opts: { owner?: Own
     const eps = core.state.endpointsOfSandbox(sb.id);
     for (const ep of eps) await teardownEndpoint(core, core.state.network(ep.networkId)!, ep, { sandboxGoing: true });
     removeNamespace(core, sb);
-    for (const ep of eps) await forgetEndpoint(core, core.state.network(ep.networkId)!, ep);
-    core.state.tx(() => core.state.deleteSandbox(sb.id));
+    for (const ep of eps) await forgetEndpoint(core, core.state.network(ep.networkId)!, ep, { durableLater: true });
+    core.state.tx(() => core.state.deleteSandbox(sb.id)); // the one fsync of the whole delete
     for (const ep of eps) core.events.emit('endpoint', 'down', ep, core.state.network(ep.networkId)!, sb);
     core.events.emit('sandbox', 'down', sb);
   });

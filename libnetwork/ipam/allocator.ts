@@ -26,7 +26,7 @@ export interface Allocator {
   /** Frees an allocated or held address; 'not-found' if it is not allocated. */
   releaseAddress(poolId: string, address: string): Promise<void>;
   /** Releases every static/dynamic address recorded for `owner` in any pool (crash clean-up); returns how many. */
-  releaseOwned(owner: string): Promise<number>;
+  releaseOwned(owner: string, opts?: { durable?: boolean }): Promise<number>;
   /** Keeps `address` for `owner` without using it (a stopped container's static IP). */
   holdAddress(poolId: string, address: string, owner: string): Promise<IpAddr>;
   /** Every address of the pool that is not free, lowest first. */
@@ -64,8 +64,8 @@ export class LocalAllocator implements Allocator {
     this.ipam.releaseAddress(poolId, address);
   }
 
-  async releaseOwned(owner: string): Promise<number> {
-    return this.ipam.releaseOwned(owner);
+  async releaseOwned(owner: string, opts?: { durable?: boolean }): Promise<number> {
+    return this.ipam.releaseOwned(owner, opts);
   }
 
   async holdAddress(poolId: string, address: string, owner: string): Promise<IpAddr> {

@@ -569,18 +569,16 @@ export class Ipam {
    * gone, or that crashed before releasing its addresses). Held addresses stay: they are kept for
    * the owner on purpose and go with releaseAddress. Returns how many were freed.
    */
-  releaseOwned(owner: string): number {
+  releaseOwned(owner: string, opts: { durable?: boolean } = {}): number {
     if (!owner) throw invalid('releasing the addresses of an owner needs the owner');
-    return this.db
-      .transaction((): number => {
-        const rows = this.q.ownedAddresses.all(owner) as { pool: string; addr: Buffer }[];
-        for (const r of rows) {
-          this.q.deleteAddress.run(r.pool, r.addr);
-          this.giveBack(r.pool, unkey(r.addr));
-        }
-        return rows.length;
-      })
-      .immediate();
+    return this.commit(opts.durable, (): number => {
+      const rows = this.q.ownedAddresses.all(owner) as { pool: string; addr: Buffer }[];
+      for (const r of rows) {
+        this.q.deleteAddress.run(r.pool, r.addr);
+        this.giveBack(r.pool, unkey(r.addr));
+      }
+      return rows.length;
+    });
   }
 
   /** Every address of the pool that is not free, lowest first, with why and for whom. */
