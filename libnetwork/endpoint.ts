@@ -84,7 +84,6 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
         const ipv4 = net.ipv4 ? await core.ipam.requestAddress(net.ipv4.poolId, { address: req.ip, owner: id, durable: false }) : undefined;
         const ipv6 = net.ipv6 ? await core.ipam.requestAddress(net.ipv6.poolId, { address: req.ip6, owner: id, durable: false }) : undefined;
         ep = { ...intent, ipv4, ipv6, mac: mac ?? macFor(ipv4?.value, id) };
-        core.state.unsynced(() => core.state.setEndpointAddresses(id, ipv4, ipv6, ep.mac));
         failpoint('connect:allocated');
         await transaction(async (t) => {
           const ns = Netns.atPath(sb.netns);
@@ -99,7 +98,12 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
         await forgetEndpoint(core, net, intent);
         throw explain(e);
       }
-      core.state.setEndpointState(id, 'ready');
+      // The addresses are recorded with the 'ready' flip: until then they are found by their owner
+      // (the endpoint's id), which is how the reconcile gives back those of an interrupted connect.
+      core.state.tx(() => {
+        core.state.setEndpointAddresses(id, ep.ipv4, ep.ipv6, ep.mac);
+        core.state.setEndpointState(id, 'ready');
+      });
       const ready = { ...ep, state: 'ready' as const };
       core.events.emit('endpoint', 'up', ready, net, sb);
       return ready;

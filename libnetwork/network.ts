@@ -93,8 +93,6 @@ export async function createNetwork(core: Core, req: NetworkRequest): Promise<Ne
         // `net` holds what is taken so far, so a failure below gives back a shared pool's reference too.
         net = { ...net, ipv4: await pool(v4, 4) };
         if (req.ipv6) net = { ...net, ipv6: await pool(v6, 6) };
-        const { ipv4, ipv6 } = net;
-        core.state.unsynced(() => core.state.setNetworkPools(id, ipv4, ipv6));
         failpoint('create-network:pools');
         await transaction((t) => driver.createNetwork(net, t));
         failpoint('create-network:made');
@@ -102,7 +100,11 @@ export async function createNetwork(core: Core, req: NetworkRequest): Promise<Ne
         await forgetNetwork(core, net);
         throw explain(e);
       }
-      core.state.setNetworkState(id, 'ready');
+      // The pools are recorded with the 'ready' flip: until then they are found by their owner text.
+      core.state.tx(() => {
+        core.state.setNetworkPools(id, net.ipv4, net.ipv6);
+        core.state.setNetworkState(id, 'ready');
+      });
       const ready = { ...net, state: 'ready' as const };
       core.events.emit('network', 'up', ready);
       return ready;

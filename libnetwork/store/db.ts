@@ -61,3 +61,25 @@ export function migrate(db: Db, migrations: readonly Migration[]): void {
     }
   }
 }
+
+const syncPragmas = new WeakMap<Db, { normal: Database.Statement; full: Database.Statement }>();
+
+/**
+ * Runs `fn` as one immediate (write-locking) transaction committed without an fsync of its own
+ * (synchronous=NORMAL for that commit; see State.unsynced for when that is safe). The two pragmas
+ * are prepared once per database: preparing them per call cost more than the commit here.
+ */
+export function commitWithoutFsync<T>(db: Db, fn: () => T): T {
+  let p = syncPragmas.get(db);
+  if (!p) {
+    p = { normal: db.prepare('PRAGMA synchronous = NORMAL'), full: db.prepare('PRAGMA synchronous = FULL') };
+    syncPragmas.set(db, p);
+  }
+  p.normal.run();
+  try {
+    return db.transaction(fn).immediate();
+  } finally {
+    p.full.run();
+  }
+}
+
