@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(nftables iproute2 iputils-ping socat bind9-dnsutils dnsmasq-base jq procps docker.io busybox-static docker-compose)
+PKGS=(nftables iproute2 iputils-ping socat bind9-dnsutils dnsmasq-base jq procps docker.io busybox-static docker-compose frr)
 missing=()
 for p in "${PKGS[@]}"; do
   [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p")
