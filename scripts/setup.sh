@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(nftables iproute2 iputils-ping socat bind9-dnsutils dnsmasq-base jq procps docker.io busybox-static docker-compose frr)
+PKGS=(nftables iproute2 iputils-ping socat bind9-dnsutils dnsmasq-base jq procps docker.io busybox-static docker-compose frr etcd-server etcd-client openssl)
 missing=()
 for p in "${PKGS[@]}"; do
   [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p")
@@ -42,5 +42,7 @@ MSG
   rm -f "$npm_log"
 fi
 npx tsc -p tsconfig.json
+# tsc copies no JSON: the published lab schema goes next to the module that reads it
+cp libnetwork/lab/lab.schema.json dist/libnetwork/lab/lab.schema.json
 chmod +x dist/cli/main.js
 echo "setup: ready (node $(node --version), $(nft --version))" >&2
