@@ -8,6 +8,12 @@
  *   await tnet.createNetwork({ name: 'web', subnet: '10.9.0.0/24' });
  *   const a = await tnet.createSandbox({ name: 'a' });   // a.netns: the namespace's path
  *   await tnet.connect('web', 'a');
+ *
+ * Labs for tests: `createLab(fileOrObject)` builds a lab in namespaces of its own that die with
+ * the test process (kill -9 included); see libnetwork/lab/library.ts.
+ *
+ *   await using lab = await createLab('examples/line.yml');
+ *   const { code, stdout } = await lab.exec('r1', 'ping -c1 10.0.23.2');
  */
 export {
   Controller, type ControllerEvents, type ControllerOptions, type ConnectRequest, type EndpointRequest, type NetworkRequest,
@@ -25,3 +31,7 @@ export { builtinDrivers, DEFAULT_DRIVER } from './drivers/index.js';
 export { networkView, endpointView, sandboxView } from './libnetwork/views.js';
 export { startDnsService, type DnsService, type DnsServiceOptions } from './dns/index.js';
 export { startPlugin, type PluginHandle, type PluginOptions } from './libnetwork/plugin/index.js';
+// Labs for test code: the lab lives in namespaces owned by a worker process and dies with the caller.
+export { createLab, type CreateLabOptions, type ExecOptions, type ExecResult, type Lab } from './libnetwork/lab/library.js';
+export type { LabLinkSpec, LabNetworkSpec, LabNodeSpec, LabPools, LabSpec } from './libnetwork/lab/topology.js';
+export type { LabApplyResult, LabDetails, LabSummary } from './libnetwork/lab/apply.js';

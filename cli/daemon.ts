@@ -24,6 +24,8 @@ export interface DaemonOptions {
    * address).
    */
   readonly dnsGateways?: string;
+  /** An empty state next to what an earlier daemon of this state directory made: remove those objects (else refuse to start). */
+  readonly removeOrphans?: boolean;
 }
 
 /**
@@ -64,6 +66,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   let plugin: Promise<PluginHandle | undefined> | undefined;
   let app: FastifyInstance | undefined;
   let dns: DnsService | undefined;
+  let stateLock: { release(): void } | undefined;
   const pidFile = join(opts.stateDir, 'daemon.pid');
   const stop = async (code: number, why: string) => {
     (await import('../libnetwork/log.js')).log.info({ why }, 'stopping');
@@ -73,9 +76,23 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     await dns?.close();
     controller?.close();
     rmSync(pidFile, { force: true });
+    stateLock?.release();
     process.exit(code);
   };
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => void stop(0, signal));
+
+  // One daemon per state directory, before anything else starts: a second one (another --socket)
+  // would reconcile against the same state and remove what the first made. Taken after the
+  // socket (a second daemon on the same socket is told that first; /ping does not wait for the
+  // FFI this loads); a refused daemon closes its socket again, which removes the file, and
+  // leaves the holder's pid file alone.
+  try {
+    stateLock = (await import('../libnetwork/store/lock.js')).lockStateDir(opts.stateDir);
+  } catch (e) {
+    await control.close();
+    process.stderr.write(`tnet daemon: ${(e as Error).message}\n`);
+    process.exit(4);
+  }
 
   plugin = opts.dockerPlugin === false ? undefined : startDockerPlugin(ready, opts.pluginDir);
   const pluginSockets = (await plugin)?.sockets;
@@ -90,13 +107,17 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     (async () => {
       const { Controller } = await import('../libnetwork/controller.js');
       // The host's own instance: its namespaces and nft table carry no scope (tn-NAME, inet tnet).
-      const c = await Controller.open({ stateDir: opts.stateDir, scope: '' });
+      const c = await Controller.open({ stateDir: opts.stateDir, scope: '', orphans: opts.removeOrphans ? 'remove' : 'refuse' });
       // Before any request sees the controller, so the DNS service misses no sandbox or network.
       const { startDnsService } = await import('../dns/service.js');
       dns = await startDnsService(c, { upstreams: opts.dnsUpstreams?.length ? [...opts.dnsUpstreams] : undefined, gateways }).catch((e: unknown) => {
         log.error({ err: e }, 'DNS is not served by this daemon');
         return undefined;
       });
+      if (dns) {
+        const served = dns;
+        c.reportDnsListeners(() => served.status()); // `tnet doctor` checks them
+      }
       return c;
     })(),
   );
@@ -104,7 +125,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     controller = await ready;
   } catch (e) {
     log.fatal({ err: e }, 'could not open the state and reconcile');
-    await stop(1, 'start failed');
+    process.stderr.write(`tnet daemon: ${e instanceof Error ? e.message : String(e)}\n`);
+    await stop((e as { code?: string }).code === 'conflict' ? 4 : 1, 'start failed');
   }
   writeFileSync(pidFile, `${process.pid}\n`);
   log.info({ ms: Math.round(performance.now() - t0), plugin: pluginSockets }, 'ready');
@@ -116,9 +138,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
  * Docker is not served from here.
  */
 async function startDockerPlugin(ready: Promise<Controller>, dir: string | undefined) {
-  const { startPlugin } = await import('../libnetwork/plugin/index.js');
+  const { DAEMON_DRIVERS, startPlugin } = await import('../libnetwork/plugin/index.js');
   try {
-    return await startPlugin(ready, { dir });
+    return await startPlugin(ready, { dir, drivers: DAEMON_DRIVERS });
   } catch (e) {
     const { log } = await import('../libnetwork/log.js');
     log.error({ err: e }, 'the Docker plugin sockets are not served by this daemon');

@@ -15,6 +15,15 @@ const CODE_EXIT: Record<string, number> = {
 
 class Usage extends Error {}
 
+/** The lab verbs, loaded on use (cli/create.ts, destroy.ts, ls.ts, inspect.ts, graph.ts). */
+const LAB_VERBS: Record<string, () => Promise<{ run(argv: string[], after: string[]): Promise<number> }>> = {
+  create: () => import('./create.js'),
+  destroy: () => import('./destroy.js'),
+  ls: () => import('./ls.js'),
+  inspect: () => import('./inspect.js'),
+  graph: () => import('./graph.js'),
+};
+
 const GLOBAL = `Global options:
   --state-dir DIR   state directory (default $TNET_STATE_DIR or /var/lib/tnet)
   --socket PATH     daemon control socket (default $TNET_SOCKET or ${DEFAULT_SOCKET})
@@ -33,12 +42,19 @@ Commands:
   disconnect NETWORK SANDBOX          detach it
   exec SANDBOX -- CMD [ARGS...]       run a command inside a sandbox
   port REF [PRIVATE_PORT[/PROTO]]     list published ports (of Docker containers too, which docker port cannot show)
+  create FILE|-                       build a lab from a topology file (run again on a changed file: apply the difference)
+  destroy NAME|FILE|--all             remove a lab and everything it owns (no file needed)
+  ls                                  list labs
+  inspect NAME                        a lab's nodes, interfaces, addresses, links and networks
+  exec LAB NODE -- CMD [ARGS...]      run a command in a lab's node
+  graph NAME|FILE                     a picture of a lab (--format mermaid|dot|svg)
+  doctor [--repair] [--json]          compare the state with the kernel; list (and repair) every difference
 
 ${GLOBAL}
 
 Exit codes: 0 ok, 1 error, 2 bad input, 3 not found, 4 conflict or in use, 5 unsupported here, 69 daemon unavailable.`,
   daemon: `Usage: tnet daemon [--state-dir DIR] [--socket PATH] [--plugin-dir DIR] [--no-docker-plugin] [--dns-upstream ADDR]...
-                   [--dns-gateways MODE]
+                   [--dns-gateways MODE] [--remove-orphans]
 
 Runs the daemon: the control socket, Docker's plugin sockets (PLUGIN_DIR/tnet.sock: the NetworkDriver
 "-d tnet" and the IpamDriver "--ipam-driver tnet"), then reconciles the kernel with the saved state.
@@ -53,6 +69,12 @@ Options:
                         Docker network (all: every network), port 53, for \`docker run --dns GATEWAY\`.
                         Holds port 53 on the host: \`-p 53\` without a host address then fails.
                         (default $TNET_DNS_GATEWAYS)
+  --remove-orphans      the state is empty (new, or its database lost) but the kernel holds what an
+                        earlier daemon of this state directory made: remove those objects and start
+                        (without it the daemon refuses to start and lists them)
+
+One daemon per state directory: a second one (even with another --socket) exits with code 4 and
+the pid of the one holding STATE_DIR/lock.
 
 ${GLOBAL}`,
   network: `Usage: tnet network create|ls|inspect|rm ...   (tnet network COMMAND --help for each)`,
@@ -71,7 +93,11 @@ Options:
                              bridge: name=BRIDGE, icc=true|false, masquerade=true|false, mtu=N,
                              host-binding-ipv4=IP, iface-prefix=PREFIX (interfaces PREFIX0, PREFIX1...
                              in sandboxes; default eth). Other keys are accepted and ignored, as
-                             Docker's bridge does: the log and network inspect (ignored_options) say so
+                             Docker's bridge does: the log and network inspect (ignored_options) say so;
+                             macvlan: parent=IF (an existing interface; IF.VID makes an 802.1Q
+                             sub-interface; none: an internal segment tnet owns), macvlan_mode=
+                             bridge|private|vepa|passthru (default bridge), host_access=true (the
+                             host and the endpoints reach each other through a shim on the parent)
   --label KEY=VALUE          label (repeatable)
   --json                     print the network as JSON
 
@@ -100,6 +126,22 @@ Options:
 
 ${GLOBAL}`,
   disconnect: `Usage: tnet disconnect NETWORK SANDBOX\n\n${GLOBAL}`,
+  doctor: `Usage: tnet doctor [--repair] [--json]
+
+Compares the daemon's state with the kernel: links, addresses, default routes, namespaces, lo,
+the nft table and its rules, the DNS listeners, interrupted operations, duplicated tags and
+addresses. Prints every difference in plain words: what is missing, stray, duplicated or wrong,
+and which record it belongs to.
+
+Options:
+  --repair   fix what a restart's reconcile would (the same code), then check again; refused
+             (exit 4) while an operation is in flight
+  --json     print the findings as JSON ({found, left} with --repair)
+
+Exit codes: 0 the kernel matches the state (--repair: nothing left), 1 differences found (left),
+69 daemon unavailable.
+
+${GLOBAL}`,
   port: `Usage: tnet port SANDBOX|ENDPOINT-ID|CONTAINER [PRIVATE_PORT[/PROTO]] [--json]
 
 Lists the host ports published to a sandbox, a Docker endpoint or a Docker container, as docker port
@@ -113,8 +155,10 @@ REF: a sandbox name; a Docker EndpointID or its first digits
 
 ${GLOBAL}`,
   exec: `Usage: tnet exec SANDBOX -- CMD [ARGS...]
+       tnet exec LAB NODE -- CMD [ARGS...]
 
-Runs CMD inside the sandbox's network namespace (with its resolv.conf) and exits with its status.
+Runs CMD inside the sandbox's (or the lab node's) network namespace (with its resolv.conf) and
+exits with its status.
 
 ${GLOBAL}`,
 };
@@ -141,6 +185,9 @@ async function main(argv: string[]): Promise<number> {
   const dashdash = argv.indexOf('--');
   const own = dashdash >= 0 ? argv.slice(0, dashdash) : argv;
   const after = dashdash >= 0 ? argv.slice(dashdash + 1) : [];
+  // Lab verbs: one file each, with their own options and --help.
+  const labVerb = LAB_VERBS[own[0] ?? ''];
+  if (labVerb) return (await labVerb()).run(own.slice(1), after);
   const { values: o, positionals: pos } = parseArgs({
     args: own,
     allowPositionals: true,
@@ -153,7 +200,7 @@ async function main(argv: string[]): Promise<number> {
       label: { type: 'string', multiple: true }, ip: { type: 'string' }, ip6: { type: 'string' }, mac: { type: 'string' },
       alias: { type: 'string', multiple: true }, publish: { type: 'string', short: 'p', multiple: true },
       'plugin-dir': { type: 'string' }, 'no-docker-plugin': { type: 'boolean' }, 'dns-upstream': { type: 'string', multiple: true },
-      'dns-gateways': { type: 'string' },
+      'dns-gateways': { type: 'string' }, repair: { type: 'boolean' }, 'remove-orphans': { type: 'boolean' },
     },
   });
   const [cmd = '', sub = ''] = pos;
@@ -180,7 +227,10 @@ async function main(argv: string[]): Promise<number> {
         }
       }
     }
-    await runDaemon({ stateDir, socket, dockerPlugin, pluginDir: o['plugin-dir'] ?? process.env.TNET_PLUGIN_DIR, dnsUpstreams, dnsGateways: o['dns-gateways'] });
+    await runDaemon({
+      stateDir, socket, dockerPlugin, pluginDir: o['plugin-dir'] ?? process.env.TNET_PLUGIN_DIR, dnsUpstreams, dnsGateways: o['dns-gateways'],
+      removeOrphans: o['remove-orphans'],
+    });
     return -1; // keeps running
   }
   if (!(topic in HELP) || (['network', 'sandbox'].includes(cmd) && !sub)) throw new Usage(`unknown command "${topic}"; see tnet --help`);
@@ -192,6 +242,7 @@ async function main(argv: string[]): Promise<number> {
   const out = (x: unknown) => process.stdout.write(JSON.stringify(x, null, 2) + '\n');
 
   if (topic === 'exec') {
+    if (args.length === 2) return (await import('./lab-exec.js')).run(own.slice(1), after); // LAB NODE
     need(1, 'SANDBOX -- CMD');
     if (after.length === 0) throw new Usage('tnet exec needs a command after "--"');
     await client.ensureDaemon(stateDir);
@@ -296,6 +347,10 @@ async function main(argv: string[]): Promise<number> {
       }
       if (lines.length) process.stdout.write(lines.join('\n') + '\n');
       return EXIT.ok;
+    }
+    case 'doctor': {
+      need(0, 'no arguments');
+      return (await import('./doctor.js')).doctor(client, { repair: o.repair, json: o.json });
     }
     case 'disconnect': {
       need(2, 'NETWORK SANDBOX');

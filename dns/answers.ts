@@ -43,6 +43,13 @@ export interface ResolveParams {
 
 const FORWARD: Resolution = { kind: 'forward' };
 
+/** A name's endpoints in the scope; a fallback network (a lab's names) only for a name none of the others has. */
+function names(nets: readonly Network[], key: string): Endpoint[] {
+  if (!nets.some((n) => n.fallback)) return union(nets, key, 'names');
+  const first = union(nets.filter((n) => !n.fallback), key, 'names');
+  return first.length ? first : union(nets.filter((n) => n.fallback), key, 'names');
+}
+
 function union(nets: readonly Network[], key: string, which: 'names' | 'ptrs'): Endpoint[] {
   let out: Endpoint[] | null = null;
   let shared = true;
@@ -98,7 +105,7 @@ function ipv6Text(b: Buffer): string {
 export function resolve(p: ResolveParams): Resolution {
   if (p.qclass !== CLASS_IN) return FORWARD;
   const { nets, key, qtype, ttl } = p;
-  const eps = union(nets, key, 'names');
+  const eps = names(nets, key);
   if (eps.length > 0) {
     const answers: dnsPacket.Answer[] = [];
     if (qtype === TYPE_A || qtype === TYPE_ANY) addresses(eps, 4, ttl, answers);

@@ -22,6 +22,11 @@ export interface NetworkSpec {
   internal: boolean;
   /** Subnets (CIDR) whose clients a gateway listener of this network answers. */
   subnets?: string[];
+  /**
+   * Answers a name only when no other network of the asker's scope has it: a lab's names for its
+   * nodes (their loopback or first address), after the address on a segment the asker shares.
+   */
+  fallback?: boolean;
 }
 
 export interface EndpointSpec {
@@ -38,6 +43,8 @@ export interface EndpointSpec {
    * every network that client's sandbox is on, not only the gateway's network.
    */
   sandboxId?: string;
+  /** Only a PTR for its address (a lab node's other addresses): its names answer no A/AAAA. */
+  ptrOnly?: boolean;
 }
 
 export interface Endpoint {
@@ -48,6 +55,7 @@ export interface Endpoint {
   readonly v4: Buffer | null;
   readonly v6: Buffer | null;
   readonly sandboxId: string | undefined;
+  readonly ptrOnly?: boolean;
   keys: string[];
   ptrKeys: string[];
   addrKeys: string[];
@@ -59,6 +67,8 @@ export interface Network {
   /** Registered by setNetwork (an endpoint may arrive first; until then the network is internal). */
   known: boolean;
   internal: boolean;
+  /** See NetworkSpec.fallback. */
+  fallback?: boolean;
   subnets: Cidr[];
   /** Wire key of the zone `name.` or null when the network name is not a valid DNS name. */
   zoneKey: string | null;
@@ -108,6 +118,7 @@ export class DnsRecords {
     net.known = true;
     net.internal = spec.internal;
     net.subnets = subnets;
+    if (spec.fallback) net.fallback = true;
     if (renamed) {
       net.name = spec.name;
       this.reindex(net);
@@ -153,6 +164,7 @@ export class DnsRecords {
       v4,
       v6,
       sandboxId: spec.sandboxId,
+      ...(spec.ptrOnly ? { ptrOnly: true } : {}),
       keys: [],
       ptrKeys: [],
       addrKeys: [],
@@ -183,6 +195,11 @@ export class DnsRecords {
   }
 
   // ---- queries used by the server ----
+
+  /** Every network, in scope or not (tnet's own zones are all of theirs: zones.ts). */
+  allNetworks(): IterableIterator<Network> {
+    return this.networks.values();
+  }
 
   getNetwork(networkId: string): Network | undefined {
     return this.networks.get(networkId);
@@ -250,7 +267,7 @@ export class DnsRecords {
       keys.add(nameToKey(n));
       if (zone) keys.add(nameToKey(`${n}.${zone}`));
     }
-    ep.keys = [...keys];
+    ep.keys = ep.ptrOnly ? [] : [...keys];
     for (const k of ep.keys) push(net.names, k, ep);
     ep.ptrKeys = [];
     ep.addrKeys = [];

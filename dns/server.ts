@@ -6,6 +6,7 @@ import { log as rootLog, type Logger } from '../libnetwork/log.js';
 import { encodeAnswer, render, resolve, type Answer } from './answers.js';
 import { Forwarder, hostUpstreams, parseUpstream, type Upstream } from './forwarder.js';
 import { clientBytes } from './cidr.js';
+import { inOwnZone } from './zones.js';
 import { DnsRecords, type EndpointSpec, type Network, type NetworkSpec } from './records.js';
 import { loadUdpBatch, type UdpBatch } from './udp-batch.js';
 import {
@@ -15,6 +16,7 @@ import {
   RCODE_BADVERS,
   RCODE_FORMERR,
   RCODE_NOTIMP,
+  RCODE_NXDOMAIN,
   RCODE_REFUSED,
   TYPE_AXFR,
   TYPE_IXFR,
@@ -38,8 +40,9 @@ import {
  *     `subnets`); anyone else gets REFUSED, so it is never an open resolver. A client that is a known
  *     endpoint of a sandbox on that network sees everything its sandbox sees; other clients in the
  *     subnet see that network's names.
- * Names of networks outside the scope are never answered: such a query is forwarded like any
- * unknown name (or NXDOMAIN from upstream), exactly what a stranger would get.
+ * Names of networks outside the scope are never answered: under tnet's own zones (any network's
+ * name, the reverse zones of its subnets: zones.ts) they are NXDOMAIN, exactly what a name that does
+ * not exist gets, and never forwarded (the upstream would learn container names and addresses).
  *
  * Hot path. A repeated question is answered from a per-scope cache of encoded answers keyed by the
  * question bytes (lower-cased name, type, class) and the client's EDNS variant (none / OPT / OPT+DO):
@@ -86,6 +89,12 @@ export interface DnsServerOptions {
   maxCacheEntries?: number;
   /** Open TCP connections over all listeners (default 256); more are closed at once. */
   maxTcpConnections?: number;
+  /**
+   * Open TCP connections of one client (default 16): a sandbox (everything on its own listener) or,
+   * on a gateway listener, one source address. So one client cannot take the global limit from
+   * every other sandbox.
+   */
+  maxTcpPerClient?: number;
   /** A TCP connection idle, or holding an unfinished message, this long is closed (default 10 s). */
   tcpIdleTimeoutMs?: number;
   /**
@@ -134,6 +143,8 @@ export interface DnsStats {
   dropped: number;
   truncated: number;
   tcpConnections: number;
+  /** TCP connections closed at once because their client already had maxTcpPerClient open. */
+  tcpRefused: number;
 }
 
 interface View {
@@ -199,6 +210,7 @@ export class DnsServer {
     dropped: 0,
     truncated: 0,
     tcpConnections: 0,
+    tcpRefused: 0,
   };
   private forwarder: Forwarder;
   private readonly log: Logger;
@@ -207,6 +219,9 @@ export class DnsServer {
   private readonly maxUdp: number;
   private readonly maxCache: number;
   private readonly maxTcp: number;
+  private readonly maxTcpPerClient: number;
+  /** Open TCP connections per client (see tcpClient). */
+  private readonly tcpPerClient = new Map<string, number>();
   private readonly tcpIdleMs: number;
   private readonly opts: DnsServerOptions;
   private readonly views = new Map<string, View>();
@@ -227,6 +242,7 @@ export class DnsServer {
     this.maxUdp = Math.max(DEFAULT_UDP_SIZE, Math.min(opts.maxUdpSize ?? 4096, 65535));
     this.maxCache = opts.maxCacheEntries ?? 20000;
     this.maxTcp = opts.maxTcpConnections ?? 256;
+    this.maxTcpPerClient = opts.maxTcpPerClient ?? 16;
     this.tcpIdleMs = opts.tcpIdleTimeoutMs ?? 10_000;
     this.optRecord = Buffer.from([0, 0, TYPE_OPT, this.maxUdp >> 8, this.maxUdp & 0xff, 0, 0, 0, 0, 0, 0]);
     this.forwarder = this.makeForwarder(opts.upstreams);
@@ -407,6 +423,17 @@ export class DnsServer {
       const out = render(a, msg, q.qEnd, limit);
       if (out.length < q.qEnd + a.tail.length) this.stats.truncated++;
       return out;
+    }
+    if (inOwnZone(this.records.allNetworks(), wireKey(msg, 12, q.nameEnd))) {
+      // Under a zone of tnet's (a network's name, a reverse zone of its subnets) but not a record in
+      // this scope: it does not exist, here or anywhere; never asked upstream (zones.ts).
+      this.stats.local++;
+      const a = encodeAnswer({
+        rcode: RCODE_NXDOMAIN, answers: [], soaZone: null, negativeTtl: this.negativeTtl, recursionAvailable: view.forwards,
+        opt: q.hasOpt ? { udpSize: this.maxUdp, dnssecOk: q.dnssecOk } : null,
+      });
+      if (key !== null) this.store(view, variant, key, a);
+      return render(a, msg, q.qEnd, limit);
     }
     if (!view.forwards) {
       // Internal-only scope: never forwarded. REFUSED rather than SERVFAIL: it is policy, not a
@@ -685,13 +712,17 @@ export class DnsServer {
    * for tcpIdleTimeoutMs, on a zero length, or when the client stops reading its answers.
    */
   private onTcp(l: Listener, s: net.Socket): void {
-    if (this.stats.tcpConnections >= this.maxTcp || l.closed) {
+    const address = s.remoteAddress ?? '';
+    const client = l.scope.sandboxId !== undefined ? `sandbox ${l.scope.sandboxId}` : `network ${l.scope.networkId} ${address}`;
+    const mine = this.tcpPerClient.get(client) ?? 0;
+    if (this.stats.tcpConnections >= this.maxTcp || mine >= this.maxTcpPerClient || l.closed) {
+      if (mine >= this.maxTcpPerClient) this.stats.tcpRefused++;
       s.destroy();
       return;
     }
+    this.tcpPerClient.set(client, mine + 1);
     this.stats.tcpConnections++;
     l.conns.add(s);
-    const address = s.remoteAddress ?? '';
     let buf: Buffer | null = null;
     let partial: NodeJS.Timeout | null = null;
     let pending = 0; // forwards still running for this connection: not idle
@@ -701,6 +732,9 @@ export class DnsServer {
     s.on('error', () => undefined);
     s.on('close', () => {
       this.stats.tcpConnections--;
+      const n = (this.tcpPerClient.get(client) ?? 1) - 1;
+      if (n > 0) this.tcpPerClient.set(client, n);
+      else this.tcpPerClient.delete(client);
       l.conns.delete(s);
       if (partial) clearTimeout(partial);
     });

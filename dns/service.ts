@@ -6,6 +6,8 @@ import type { Endpoint, Network, Sandbox } from '../libnetwork/model.js';
 import { invalid } from '../libnetwork/errors.js';
 import { DEFAULT_GATEWAY_MODE, type GatewayMode } from './gateway-mode.js';
 import { normalizeName } from './records.js';
+import { labRecords } from './lab-records.js';
+import type { LabPlan } from '../libnetwork/lab/plan.js';
 import { readResolvConf } from './resolvconf.js';
 import { DnsServer, type DnsServerOptions, type ListenerHandle } from './server.js';
 
@@ -317,6 +319,12 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
     if (change === 'up') sandboxUp(sb);
     else sandboxDown(sb);
   });
+  // A lab's names (dns/lab-records.ts): NODE and NODE.LAB inside its nodes, PTR for their addresses.
+  const labs = labRecords(server, scopes, (sb) => server.setSandboxNetworks(sb, [...(scopes.get(sb) ?? [])]));
+  const onLab = safe('a lab change', (change: 'up' | 'down', name: string, plan: LabPlan | undefined, sandboxOf: (node: string) => string | undefined) => {
+    if (change === 'up' && plan?.nodes) labs.up(name, plan, sandboxOf);
+    else labs.down(name);
+  });
   const onEndpoint = safe('an endpoint change', (change: 'up' | 'down', ep: Endpoint, net: Network, sb: Sandbox | undefined) => {
     if (change === 'up') {
       setEndpoint(ep, net);
@@ -327,6 +335,7 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
   controller.on('network', onNetwork);
   controller.on('sandbox', onSandbox);
   controller.on('endpoint', onEndpoint);
+  controller.on('lab', onLab);
 
   // ---------------------------------------------------------------- what exists now
 
@@ -337,6 +346,11 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
     if (n) safe('an endpoint', setEndpoint)(ep, n);
   }
   for (const sb of controller.sandboxes()) if (sb.state === 'ready') onSandbox('up', sb);
+  // (a stand-in controller in unit tests may have no labs)
+  for (const l of typeof controller.labs === 'function' ? controller.labs() : []) {
+    const ids = new Map(controller.sandboxes({ owner: `lab:${l.name}` }).map((sb) => [sb.name, sb.id]));
+    safe('a lab', () => onLab('up', l.name, controller.labDetails(l.name).plan, (node) => ids.get(node)))();
+  }
   await Promise.all([...inflight]);
   log.info(
     { sandboxes: sandboxes.size, gatewayMode: gateways, gateways: [...gatewaySlots.values()].flat().length, upstreams: server.upstreams },
@@ -361,6 +375,7 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
       controller.off('network', onNetwork);
       controller.off('sandbox', onSandbox);
       controller.off('endpoint', onEndpoint);
+      controller.off('lab', onLab);
       while (inflight.size) await Promise.all([...inflight]);
       await server.close();
       sandboxes.clear();

@@ -4,8 +4,9 @@
  */
 import type { DriverFactory } from '../libnetwork/driverapi.js';
 import { bridgeDriver } from './bridge/bridge.js';
+import { macvlanDriver } from './macvlan/macvlan.js';
 
-export const builtinDrivers: readonly DriverFactory[] = [bridgeDriver];
+export const builtinDrivers: readonly DriverFactory[] = [bridgeDriver, macvlanDriver];
 
 /** The driver of a network created without `-d`, as with Docker. */
 export const DEFAULT_DRIVER = bridgeDriver.type;

@@ -3,25 +3,32 @@ import { builtinDrivers } from '../drivers/index.js';
 import { type Attachment, type Driver, type DriverContext, type DriverFactory, DriverRegistry, type Tags } from './driverapi.js';
 import { type ControllerEvents, type Core, readyNetwork, readySandbox } from './core.js';
 import {
-  type ConnectRequest, type EndpointRequest, connect, createEndpoint, deleteEndpoint, disconnect, forgetEndpoint, join, leave,
-  publishPorts, releaseStale, teardownEndpoint, unpublishPorts,
+  type ConnectRequest, type EndpointRequest, connect, createEndpoint, deleteEndpoint, disconnect, join, leave,
+  publishPorts, releaseStale, unpublishPorts,
 } from './endpoint.js';
-import { invalid } from './errors.js';
+import { busy, invalid } from './errors.js';
 import { hostRoutes } from './hostroutes.js';
-import { configureInterface, interfaceInSandbox, removeInterface } from './iface.js';
 import type { IpAddr } from './ipam/address.js';
 import { type Allocator, LocalAllocator } from './ipam/allocator.js';
 import { type Allocation, Ipam, type Pool, type PoolRequest } from './ipam/ipam.js';
 import type { Subnet } from './ipam/subnet.js';
-import { Netns, Nft, Rtnl, linkSetUp, netnsAdd, netnsExists, withRtnl } from './kernel/index.js';
+import { Nft, Rtnl } from './kernel/index.js';
 import { KeyedLock } from './lock.js';
 import { log } from './log.js';
 import type { Endpoint, Network, Owner, PortMapping, PortRequest, Sandbox } from './model.js';
-import { type NetworkRequest, createNetwork, deleteNetwork, forgetNetwork } from './network.js';
-import { createSandbox, deleteSandbox, removeNamespace, writeResolvConf } from './sandbox.js';
-import { openDb, stateDir as defaultStateDir } from './store/db.js';
+import { type NetworkRequest, createNetwork, deleteNetwork } from './network.js';
+import { createSandbox, deleteSandbox, writeResolvConf } from './sandbox.js';
+import { type Db, openDb, stateDir as defaultStateDir } from './store/db.js';
+import { type StateLock, lockStateDir } from './store/lock.js';
+import { anyOrphans, findOrphans, orphansError, readMarker, removeOrphans, writeMarker } from './orphans.js';
 import { State, migrations as coreMigrations } from './store/state.js';
-import { transaction } from './txn.js';
+import { reconcile } from './reconcile.js';
+import { type DnsListeners, type Finding, diagnose } from './doctor.js';
+import {
+  type LabApplyOptions, type LabApplyResult, type LabContext, type LabDetails, type LabSummary, applyLab, destroyLab, labDetails, labNodeNetns, labs,
+} from './lab/apply.js';
+import type { LabSpec } from './lab/topology.js';
+import { reconcileWires } from './wire.js';
 
 export type { ConnectRequest, EndpointRequest } from './endpoint.js';
 
@@ -47,6 +54,12 @@ export interface ControllerOptions {
   readonly avoid?: readonly Subnet[];
   /** How long after its creation an engine's endpoint can count as stale (releaseStale); default STALE_GRACE_MS. */
   readonly staleGraceMs?: number;
+  /**
+   * An empty state next to kernel objects an earlier instance of the state directory made (its
+   * database lost): 'refuse' (default) stops with what was found; 'remove' removes them first
+   * (orphans.ts).
+   */
+  readonly orphans?: 'refuse' | 'remove';
 }
 
 
@@ -68,15 +81,23 @@ export class Controller extends EventEmitter<ControllerEvents> {
   private readonly core: Core;
   private readonly staleGraceMs: number;
   readonly tags: Tags;
+  /** One process per state directory (store/lock.ts). */
+  private readonly lock: StateLock;
+  /** The state had no instance yet: new, or lost (see open). */
+  private readonly fresh: boolean;
 
   private constructor(dir: string, opts: ControllerOptions) {
     super();
     this.stateDir = dir;
-    const db = openDb(dir, coreMigrations);
+    this.lock = lockStateDir(dir);
+    let db: Db | undefined;
     try {
+      db = openDb(dir, coreMigrations);
+      this.fresh = db.prepare('SELECT id FROM instance').get() === undefined;
       this.state = new State(db, { scope: opts.scope });
     } catch (e) {
-      db.close(); // a scope refused: nothing else is open yet
+      db?.close(); // a scope refused: nothing else is open yet
+      this.lock.release();
       throw e;
     }
     this.ipam = new LocalAllocator(new Ipam(db, { ulaSeed: this.state.instance }));
@@ -99,6 +120,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
   static async open(opts: ControllerOptions = {}): Promise<Controller> {
     const c = new Controller(defaultStateDir(opts.stateDir), opts);
     try {
+      await c.checkOrphans(opts.orphans ?? 'refuse');
       await c.reconcile();
     } catch (e) {
       c.close();
@@ -107,11 +129,32 @@ export class Controller extends EventEmitter<ControllerEvents> {
     return c;
   }
 
+  /**
+   * A state without an instance (new, or its database lost) must not start next to what the
+   * directory's earlier instance made: nothing would ever remove those objects. Found ones are
+   * refused (the instance just made is dropped again, so the next start checks anew) or removed.
+   */
+  private async checkOrphans(mode: 'refuse' | 'remove'): Promise<void> {
+    const previous = readMarker(this.stateDir);
+    if (this.fresh) {
+      const found = await findOrphans(this.rtnl, this.nft, this.state.scope, previous);
+      if (anyOrphans(found)) {
+        if (mode === 'refuse') {
+          this.state.tx(() => this.state.db.prepare('DELETE FROM instance').run());
+          throw orphansError(this.stateDir, found);
+        }
+        await removeOrphans(this.rtnl, this.nft, found);
+      }
+    }
+    if (previous?.instance !== this.state.instance) writeMarker(this.stateDir, { instance: this.state.instance, scope: this.state.scope });
+  }
+
   close(): void {
     for (const d of this.drivers.values()) d.close?.();
     this.rtnl.close();
     this.nft.close();
-    this.state.db.close();
+    this.state.close();
+    this.lock.release();
   }
 
   /** This instance's id (the `tnet:<id>:` tag on everything it makes). */
@@ -320,6 +363,38 @@ export class Controller extends EventEmitter<ControllerEvents> {
     return this.ipam.listAddresses(poolId);
   }
 
+  // ---------------------------------------------------------------- labs (lab/apply.ts, wire.ts)
+
+  private get labContext(): LabContext {
+    return { core: this.core, controller: this };
+  }
+
+  /**
+   * Creates lab `spec.name`, or applies the difference to the running lab of that name; returns
+   * when every link is up and every node's `exec:` has run.
+   */
+  applyLab(spec: LabSpec, opts: LabApplyOptions = {}): Promise<LabApplyResult> {
+    return applyLab(this.labContext, spec, opts);
+  }
+
+  /** Removes everything the lab owns (no spec needed); also its `run:` processes. Idempotent. */
+  destroyLab(name: string): Promise<{ removed: number }> {
+    return destroyLab(this.labContext, name);
+  }
+
+  labs(): LabSummary[] {
+    return labs(this.labContext);
+  }
+
+  labDetails(name: string): LabDetails {
+    return labDetails(this.labContext, name);
+  }
+
+  /** The namespace name of a lab's node (for `ip netns exec`). */
+  labNodeNetns(lab: string, node: string): string {
+    return labNodeNetns(this.labContext, lab, node);
+  }
+
   // ---------------------------------------------------------------- reconcile
 
   /**
@@ -328,57 +403,32 @@ export class Controller extends EventEmitter<ControllerEvents> {
    * removes what this instance tagged and no longer wants, touches nothing else.
    */
   async reconcile(): Promise<void> {
-    const t0 = performance.now();
-    // 1. Undo interrupted operations, innermost objects first.
-    for (const ep of this.state.endpoints()) {
-      if (ep.state === 'ready') continue;
-      const net = this.state.network(ep.networkId)!;
-      await teardownEndpoint(this.core, net, ep, { sandboxGoing: false });
-      await forgetEndpoint(this.core, net, ep);
-    }
-    for (const sb of this.state.sandboxes()) {
-      if (sb.state === 'ready') continue;
-      const eps = this.state.endpointsOfSandbox(sb.id);
-      removeNamespace(this.core, sb);
-      for (const ep of eps) await forgetEndpoint(this.core, this.state.network(ep.networkId)!, ep);
-      this.state.tx(() => this.state.deleteSandbox(sb.id));
-    }
-    for (const net of this.state.networks()) {
-      if (net.state === 'ready') continue;
-      await this.driver(net.driver).deleteNetwork(net);
-      await forgetNetwork(this.core, net);
-    }
-    // 2. Each driver makes its side match: networks, stale links, the firewall.
-    const nets = this.state.networks();
-    const eps = this.state.endpoints();
-    const typeOf = new Map(nets.map((n) => [n.id, n.driver]));
-    for (const [type, d] of this.drivers) {
-      await d.restore(nets.filter((n) => n.driver === type), eps.filter((e) => typeOf.get(e.networkId) === type));
-    }
-    // 3. Lab sandboxes that vanished (a reboot) come back; each endpoint is judged from the
-    //    sandbox side, and the driver is asked about its own.
-    for (const sb of this.state.sandboxes()) {
-      if (sb.kind !== 'lab') continue;
-      const nsName = sb.netns.slice(sb.netns.lastIndexOf('/') + 1);
-      if (!netnsExists(nsName)) {
-        log.info({ sandbox: sb.name }, 'reconcile: recreating sandbox namespace');
-        await withRtnl(netnsAdd(nsName), (h) => linkSetUp(h, 'lo'));
-      }
-      const ns = Netns.atPath(sb.netns);
-      for (const ep of this.state.endpointsOfSandbox(sb.id)) {
-        const net = this.state.network(ep.networkId)!;
-        const d = this.driver(net.driver);
-        const intact = (await interfaceInSandbox(ns, ep.ifname)) && ((await d.endpointIntact?.(net, ep)) ?? true);
-        if (intact) continue;
-        log.info({ sandbox: sb.name, network: net.name }, 'reconcile: recreating endpoint');
-        await d.leave(net, ep, { sandboxGoing: false });
-        await removeInterface(ns, ep.ifname);
-        await transaction(async (t) => {
-          const a = await d.join(net, ep, { kind: 'sandbox', ns, ifname: ep.ifname }, t);
-          await configureInterface(ns, net, ep, a, { defaultRoute: ep.gatewayProvider });
-        });
-      }
-    }
-    log.info({ ms: Math.round(performance.now() - t0) }, 'reconciled');
+    await reconcile(this.core, this.drivers);
+    await reconcileWires(this.core);
+  }
+
+  // ---------------------------------------------------------------- doctor (doctor.ts)
+
+  /** Every difference between the store and the kernel, in plain words; empty when they match. */
+  diagnose(): Promise<Finding[]> {
+    return diagnose({ core: this.core, drivers: this.drivers, nft: this.nft, tags: this.tags, dns: this.dnsListeners });
+  }
+
+  private dnsListeners: (() => DnsListeners) | undefined;
+
+  /** The DNS service serving this controller's sandboxes reports its listeners here, for the doctor. */
+  reportDnsListeners(status: () => DnsListeners): void {
+    this.dnsListeners = status;
+  }
+
+  /** Repairs what the reconcile at a start would, without a restart; returns what was found before and what is left. */
+  async repair(): Promise<{ found: Finding[]; left: Finding[] }> {
+    const found = await this.diagnose();
+    // The firewall rebuild would race an operation in flight (its rules are written before its
+    // record is ready): repair between operations.
+    const inFlight = found.filter((f) => f.problem === 'interrupted').length;
+    if (inFlight) throw busy(`${inFlight} operation(s) are in flight; run the repair again when they have finished`, 'doctor --repair');
+    if (found.length) await reconcile(this.core, this.drivers, { live: true });
+    return { found, left: found.length ? await this.diagnose() : [] };
   }
 }

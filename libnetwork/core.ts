@@ -12,12 +12,18 @@ import { KernelError, type Rtnl } from './kernel/index.js';
 import type { KeyedLock } from './lock.js';
 import type { Endpoint, Network, Owner, Sandbox } from './model.js';
 import type { State } from './store/state.js';
+import type { LabPlan } from './lab/plan.js';
 
 /** Events for listeners such as the DNS server: they learn records from here, never from the store. */
 export interface ControllerEvents {
   endpoint: [change: 'up' | 'down', ep: Endpoint, net: Network, sb: Sandbox | undefined];
   network: [change: 'up' | 'down', net: Network];
   sandbox: [change: 'up' | 'down', sb: Sandbox];
+  /**
+   * A lab's names for its DNS: its plan (every node's addresses) and the sandbox id of each node,
+   * after its links are up; 'down' when it is destroyed (plan undefined).
+   */
+  lab: [change: 'up' | 'down', name: string, plan: LabPlan | undefined, sandboxOf: (node: string) => string | undefined];
 }
 
 export interface Core {

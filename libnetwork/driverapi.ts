@@ -13,6 +13,7 @@ import type { IpAddr } from './ipam/address.js';
 import type { Netns, Nft, Rtnl } from './kernel/index.js';
 import type { DriverType, Endpoint, Network, PortMapping } from './model.js';
 import type { Txn } from './txn.js';
+import type { GlobalStore } from './store/global.js';
 
 /**
  * Where an endpoint's interface goes when it joins a sandbox.
@@ -75,7 +76,7 @@ export interface DriverContext {
   networks(): readonly Network[];
   readonly log: Logger;
   /** The distributed store, for global-scope drivers (overlay); absent on a host without one. */
-  readonly globalStore?: unknown;
+  readonly globalStore?: GlobalStore;
 }
 
 export interface Driver {

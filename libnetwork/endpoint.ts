@@ -13,8 +13,8 @@ import { IpAddr } from './ipam/address.js';
 import { Netns, isErrno, linkByName, netnsInUse, routeAdd, withRtnl } from './kernel/index.js';
 import { log } from './log.js';
 import type { Endpoint, Network, Owner, PortMapping, PortRequest, Sandbox } from './model.js';
-import { checkAlias, checkMac, macFor, short } from './names.js';
-import { checkPortFree, choosePorts } from './ports.js';
+import { checkAlias, checkMac, dnsNameClash, macFor, short } from './names.js';
+import { checkPortFree, choosePorts, publishRequests, publishTarget } from './ports.js';
 import { newId } from './store/state.js';
 import { transaction } from './txn.js';
 
@@ -24,6 +24,8 @@ export interface ConnectRequest {
   readonly mac?: string;
   readonly aliases?: readonly string[];
   readonly ports?: readonly PortRequest[];
+  /** The interface's name in the sandbox (a lab's `h1:eth0`); default the driver's prefix and the lowest free number. */
+  readonly ifname?: string;
 }
 
 /** An endpoint whose addresses another IPAM chose (Docker's CreateEndpoint). */
@@ -48,6 +50,8 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
       const existing = core.state.endpointsOfSandbox(sb.id).find((e) => e.networkId === net.id);
       if (existing) throw conflict(`sandbox "${sb.name}" is already connected to network "${net.name}"`, `sandbox "${sb.name}"`);
       const aliases = (req.aliases ?? []).map(checkAlias);
+      const clash = dnsNameClash([sb.name, ...aliases], net.name, sb.id, core.state.endpointNames());
+      if (clash) throw conflict(clash, `sandbox "${sb.name}"`);
       const mac = req.mac === undefined ? undefined : checkMac(req.mac);
       for (const [want, family] of [[req.ip, 4], [req.ip6, 6]] as const) {
         if (want === undefined) continue;
@@ -58,8 +62,7 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
       if (requests.length && net.internal)
         throw invalid(`network "${net.name}" is internal: it has no way in from outside, so ports cannot be published`, `network "${net.name}"`);
       const d = core.driver(net.driver);
-      const hostIp = d.defaultHostIp?.(net) ?? '';
-      const ports = await choosePorts(core.state, requests.map((q) => (q.hostIp === '' ? { ...q, hostIp } : q)));
+      const ports = await choosePorts(core.state, await publishRequests(requests, publishTarget(core, net)));
       const id = newId();
       // The intent (with its ports) first; then the addresses, owned by the endpoint's id, so a
       // crash in between is undone by the reconcile (releaseOwned).
@@ -72,12 +75,13 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
         const provides = !net.internal && (net.ipv4?.gateway !== undefined || net.ipv6?.gateway !== undefined) && !mine.some((e) => e.gatewayProvider);
         const e: Endpoint = {
           id, name: sb.name, networkId: net.id, sandboxId: sb.id, state: 'creating', ipv4: undefined, ipv6: undefined,
-          mac: mac ?? macFor(undefined, id), hostIfname: d.hostIfname?.({ id }), ifname: `${prefix}${n}`,
+          mac: mac ?? macFor(undefined, id), hostIfname: d.hostIfname?.({ id }), ifname: req.ifname ?? `${prefix}${n}`,
           aliases, ports, gatewayProvider: provides, sandboxKey: undefined, created: new Date().toISOString(),
         };
         core.state.insertEndpoint(e);
         return e;
       });
+      failpoint('connect:intent');
       let ep: Endpoint;
       try {
         // Not durable on their own: the endpoint's 'ready' commit carries them to disk (Ipam.commit).
@@ -93,6 +97,7 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
           await configureInterface(ns, net, ep, a, { defaultRoute: ep.gatewayProvider });
           failpoint('connect:configured');
           if (ports.length) await d.programExternalConnectivity?.(net, ep, ports, t);
+          failpoint('connect:published');
         });
       } catch (e) {
         await forgetEndpoint(core, net, intent);
@@ -104,6 +109,7 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
         core.state.setEndpointAddresses(id, ep.ipv4, ep.ipv6, ep.mac);
         core.state.setEndpointState(id, 'ready');
       });
+      failpoint('connect:ready');
       const ready = { ...ep, state: 'ready' as const };
       core.events.emit('endpoint', 'up', ready, net, sb);
       return ready;
@@ -120,12 +126,22 @@ export async function disconnect(core: Core, netRef: string, sbRef: string): Pro
       const sb = readySandbox(core, sb0.id);
       const ep = core.state.endpointsOfSandbox(sb.id).find((e) => e.networkId === net.id);
       if (!ep) throw notFound(`sandbox "${sb.name}" is not connected to network "${net.name}"`, `sandbox "${sb.name}"`);
-      core.state.unsynced(() => core.state.setEndpointState(ep.id, 'deleting'));
+      // The successor of a default-route provider is recorded with the 'deleting' mark, so the
+      // store names the provider at every point a crash can hit; the reconcile (re)adds the
+      // route a provider lacks. Its route goes in only after the old interface (and route) is gone.
+      const successor = ep.gatewayProvider ? gatewaySuccessor(core, sb, ep) : undefined;
+      core.state.unsynced(() => {
+        core.state.setEndpointState(ep.id, 'deleting');
+        if (successor) core.state.setGatewayProvider(successor.id, true);
+      });
+      failpoint('disconnect:deleting');
       await teardownEndpoint(core, net, ep, { sandboxGoing: false });
       failpoint('disconnect:left');
       await forgetEndpoint(core, net, ep);
+      failpoint('disconnect:forgotten');
       core.events.emit('endpoint', 'down', ep, net, sb);
-      if (ep.gatewayProvider) await reassignGateway(core, sb);
+      if (successor) await addDefaultRoutes(core, sb, successor);
+      failpoint('disconnect:gateway-handed');
     }),
   );
 }
@@ -134,6 +150,7 @@ export async function disconnect(core: Core, netRef: string, sbRef: string): Pro
 export async function teardownEndpoint(core: Core, net: Network, ep: Endpoint, how: { sandboxGoing: boolean }): Promise<void> {
   const d = core.driver(net.driver);
   if (ep.ports.length) await d.revokeExternalConnectivity?.(net, ep, ep.ports);
+  failpoint('endpoint:unpublished');
   await d.leave(net, ep, how);
   await d.deleteEndpoint?.(net, ep);
   const sb = ep.sandboxId ? core.state.sandbox(ep.sandboxId) : undefined;
@@ -152,21 +169,41 @@ export async function forgetEndpoint(core: Core, net: Network, ep: Endpoint, opt
   else core.state.tx(() => core.state.deleteEndpoint(ep.id));
 }
 
-/** The sandbox lost its default route with an endpoint: the next eligible endpoint supplies it. */
-async function reassignGateway(core: Core, sb: Sandbox): Promise<void> {
-  for (const ep of core.state.endpointsOfSandbox(sb.id)) {
-    const net = core.state.network(ep.networkId);
-    if (!net || net.internal) continue;
-    const gws = [net.ipv4?.gateway, net.ipv6?.gateway].filter((g): g is IpAddr => g !== undefined);
-    if (!gws.length) continue;
-    await withRtnl(Netns.atPath(sb.netns), async (h) => {
-      const link = await linkByName(h, ep.ifname);
-      if (!link) return;
-      for (const g of gws) await routeAdd(h, { gateway: g.toString(), oif: link.index, onlink: true });
-    });
-    core.state.setGatewayProvider(ep.id, true);
-    return;
-  }
+/** The gateways through which an endpoint on `net` would supply its sandbox's default routes. */
+export function gatewaysOf(net: Network): IpAddr[] {
+  if (net.internal) return [];
+  return [net.ipv4?.gateway, net.ipv6?.gateway].filter((g): g is IpAddr => g !== undefined);
+}
+
+/**
+ * The rule that names the endpoint supplying a sandbox's default routes, derivable from the store
+ * alone: the one flagged, if it is still eligible (ready, on a non-internal network with a
+ * gateway); else the first eligible endpoint in interface order. `leaving`: an endpoint about to go.
+ */
+export function gatewayProviderOf(core: Core, sb: Sandbox, leaving?: Endpoint): Endpoint | undefined {
+  const eligible = core.state
+    .endpointsOfSandbox(sb.id)
+    .filter((e) => e.id !== leaving?.id && e.state === 'ready' && gatewaysOf(core.state.network(e.networkId)!).length > 0);
+  return eligible.find((e) => e.gatewayProvider) ?? eligible[0];
+}
+
+/** Who takes over the default routes when `leaving` (their provider) goes. */
+function gatewaySuccessor(core: Core, sb: Sandbox, leaving: Endpoint): Endpoint | undefined {
+  return gatewayProviderOf(core, sb, leaving);
+}
+
+/** The default routes through `ep`'s network's gateways, in its sandbox (kept if already there). */
+async function addDefaultRoutes(core: Core, sb: Sandbox, ep: Endpoint): Promise<void> {
+  const gws = gatewaysOf(core.state.network(ep.networkId)!);
+  await withRtnl(Netns.atPath(sb.netns), async (h) => {
+    const link = await linkByName(h, ep.ifname);
+    if (!link) return; // the reconcile remakes the interface with its routes
+    for (const g of gws) {
+      await routeAdd(h, { gateway: g.toString(), oif: link.index, onlink: true }).catch((e: unknown) => {
+        if (!isErrno(e, 'EEXIST')) throw e;
+      });
+    }
+  });
 }
 
 /**
@@ -328,8 +365,7 @@ export async function publishPorts(core: Core, netRef: string, id: string, reque
   const d = core.driver(net.driver);
   if (!d.programExternalConnectivity) throw invalid(`driver ${net.driver} does not publish ports`, `network "${net.name}"`);
   return core.locks.shared(net.id, async () => {
-    const hostIp = d.defaultHostIp?.(net) ?? '';
-    const ports = await choosePorts(core.state, requests.map((q) => (q.hostIp === '' ? { ...q, hostIp } : q)));
+    const ports = await choosePorts(core.state, await publishRequests(requests, publishTarget(core, net)));
     const ep = core.state.tx(() => {
       const cur = endpointOf(core, net, ep0.id);
       if (cur.ports.length > 0) return undefined; // programmed by a concurrent call

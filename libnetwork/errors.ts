@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'busy' // the object is in use (a network with endpoints)
   | 'unsupported' // the kernel or the machine lacks a feature
   | 'kernel' // the kernel refused an operation
+  | 'unavailable' // a service tnet needs (the etcd store) cannot be reached; retry when it is back
   | 'internal';
 
 export class TnetError extends Error {

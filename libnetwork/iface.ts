@@ -3,8 +3,11 @@
  * the core configures it (addresses, routes, default gateway), checks it and removes it.
  */
 import type { Attachment } from './driverapi.js';
-import type { IpAddr } from './ipam/address.js';
-import { type Netns, addrAdd, cidr, isErrno, linkByName, linkDelIfExists, linkGet, linkSetUp, routeAdd, withRtnl } from './kernel/index.js';
+import { IpAddr } from './ipam/address.js';
+import {
+  type Link, type LinkAddr, type Netns, type Route, addrAdd, addrList, cidr, isErrno, linkByName, linkDelIfExists, linkGet, linkList, linkSetUp,
+  routeAdd, routeList, withRtnl,
+} from './kernel/index.js';
 import type { Endpoint, Network } from './model.js';
 
 /** The gateways a sandbox's default routes go through, if this endpoint supplies them. */
@@ -49,4 +52,57 @@ export async function interfaceInSandbox(ns: Netns, ifname: string): Promise<boo
 /** Removes the sandbox side of an endpoint (a veth's peer goes with its host end; a macvlan only this way). */
 export async function removeInterface(ns: Netns, ifname: string): Promise<void> {
   await withRtnl(ns, (s) => linkDelIfExists(s, ifname));
+}
+
+/** What the kernel shows inside one sandbox: read once, judged for each of its endpoints. */
+export interface SandboxView {
+  readonly links: readonly Link[];
+  readonly addrs: readonly LinkAddr[];
+  readonly routes: readonly Route[];
+}
+
+export async function viewSandbox(ns: Netns): Promise<SandboxView> {
+  return withRtnl(ns, async (s) => {
+    const [links, addrs, routes] = await Promise.all([linkList(s), addrList(s), routeList(s)]);
+    return { links, addrs, routes };
+  });
+}
+
+/** What the sandbox needs of one endpoint: its interface, up, with its addresses and, for the provider, the default routes. */
+export interface SandboxSideWant {
+  readonly ifname: string;
+  readonly addresses: readonly { address: string; prefixLen: number }[];
+  readonly gateways: readonly IpAddr[];
+}
+
+/** `lo` is down: nothing in the sandbox can reach its own addresses (nor 127.0.0.11). */
+export function loProblem(v: SandboxView): string | undefined {
+  const lo = v.links.find((l) => l.name === 'lo');
+  return lo?.up ? undefined : 'lo is down';
+}
+
+/**
+ * Why an endpoint's side in a sandbox is not what the store says, in plain words (empty when it
+ * is): the interface missing or down, an address or a default route missing.
+ */
+export function sandboxSideProblems(v: SandboxView, want: SandboxSideWant): string[] {
+  const link = v.links.find((l) => l.name === want.ifname);
+  if (!link) return [`interface ${want.ifname} is missing`];
+  const out: string[] = [];
+  if (!link.up) out.push(`interface ${want.ifname} is down`);
+  for (const a of want.addresses) {
+    if (!v.addrs.some((x) => x.ifindex === link.index && x.prefixLen === a.prefixLen && sameIp(x.address, a.address)))
+      out.push(`address ${a.address}/${a.prefixLen} is missing on ${want.ifname}`);
+  }
+  for (const g of want.gateways) {
+    const family = g.family;
+    if (!v.routes.some((r) => r.dst === undefined && r.family === family && r.gateway !== undefined && sameIp(r.gateway, g.toString()) && r.oif === link.index))
+      out.push(`default route via ${g} on ${want.ifname} is missing`);
+  }
+  return out;
+}
+
+/** Two addresses as text, compared by value (the kernel's IPv6 text need not be ours). */
+function sameIp(a: string, b: string): boolean {
+  return a === b || IpAddr.parse(a).equals(IpAddr.parse(b));
 }

@@ -47,5 +47,45 @@ export function checkAlias(a: string): string {
   return a;
 }
 
+/** An endpoint's DNS names (its name and aliases) on one network, for dnsNameClash. */
+export interface DnsNames {
+  readonly names: readonly string[];
+  readonly network: string;
+  /** Whose names they are: a sandbox may repeat its own names (an alias `w.web` of `w` itself). */
+  readonly sandboxId: string | undefined;
+}
+
+/**
+ * The DNS name rule (README "Names (DNS)"): the names a sandbox brings to a network must not make
+ * any name answer ambiguously. Names compare ignoring case, as DNS does. Refused:
+ *  - a name that differs only in case from another's, on any network (`Web` next to `web`: a
+ *    sandbox on both networks would get both); the same spelling may be shared on purpose (an
+ *    alias `svc` on several endpoints: several records);
+ *  - a name that is another's NAME.NETWORK: `w.web` anywhere while a `w` is on network `web`, and
+ *    `w` joining `web` while anything is named `w.web` (the name `w.web` would mean both).
+ * Returns the reason, or undefined if the names are clear.
+ */
+export function dnsNameClash(names: readonly string[], network: string, sandboxId: string, others: readonly DnsNames[]): string | undefined {
+  const lower = (x: string) => x.toLowerCase();
+  const net = lower(network);
+  for (const mine of names) {
+    const m = lower(mine);
+    for (const o of others) {
+      if (o.sandboxId === sandboxId) continue;
+      const on = lower(o.network);
+      for (const theirs of o.names) {
+        const t = lower(theirs);
+        if (t === m && theirs !== mine)
+          return `name "${mine}" differs only in case from "${theirs}" (on network "${o.network}"); DNS names ignore case, so both would answer as one (use the same spelling to share a name on purpose)`;
+        if (m === `${t}.${on}`)
+          return `name "${mine}" is the DNS name of "${theirs}" on network "${o.network}" (NAME.NETWORK), so it would answer for both; choose a name that does not end in ".${o.network}"`;
+        if (t === `${m}.${net}`)
+          return `"${theirs}" (on network "${o.network}") is already the name "${mine}" would get as ${mine}.${network} (NAME.NETWORK), so it would answer for both; rename one of them`;
+      }
+    }
+  }
+  return undefined;
+}
+
 /** The short form of a 64-hex id, as Docker shows it. */
 export const short = (id: string) => id.slice(0, 12);

@@ -66,9 +66,12 @@ export async function createNetwork(core: Core, req: NetworkRequest): Promise<Ne
   const name = req.name === undefined && owner === 'docker' ? dockerName(core, id) : checkName('network', req.name);
   const factory = core.registry.factory(req.driver ?? DEFAULT_DRIVER);
   const driver = core.driver(factory.type);
-  return core.locks.exclusive(`network-name:${owner}:${name}`, () =>
+  return core.locks.exclusive(`network-name:${owner}:${name.toLowerCase()}`, () =>
     core.locks.exclusive(id, async () => {
       if (core.state.findNetwork(name, owner)?.name === name) throw conflict(`network "${name}" already exists`, `network "${name}"`);
+      // A network's name is a DNS zone (`w.web`), and DNS ignores case (names.ts dnsNameClash).
+      const twin = core.state.networks().find((n) => n.owner === owner && n.name !== name && n.name.toLowerCase() === name.toLowerCase());
+      if (twin) throw conflict(`network "${name}" differs only in case from network "${twin.name}"; DNS names ignore case, so their names (NAME.${name}) would be one`, `network "${name}"`);
       if (core.state.network(id)) throw conflict(`network ${short(id)} already exists`, `network ${short(id)}`);
       const internal = req.internal ?? false;
       const options = await driver.checkNetwork({ id, internal, options: expandOptions(factory, req.options ?? {}) });
@@ -84,6 +87,7 @@ export async function createNetwork(core: Core, req: NetworkRequest): Promise<Ne
         options, labels: req.labels ?? {}, addresses, created: new Date().toISOString(),
       };
       core.state.unsynced(() => core.state.insertNetwork(intent));
+      failpoint('create-network:intent');
       let net = intent;
       try {
         const v4 = { subnet: req.subnet, gateway: req.gateway, ipRange: req.ipRange, auxAddresses: req.auxAddresses };
@@ -105,6 +109,7 @@ export async function createNetwork(core: Core, req: NetworkRequest): Promise<Ne
         core.state.setNetworkPools(id, net.ipv4, net.ipv6);
         core.state.setNetworkState(id, 'ready');
       });
+      failpoint('create-network:ready');
       const ready = { ...net, state: 'ready' as const };
       core.events.emit('network', 'up', ready);
       return ready;
@@ -176,6 +181,7 @@ export async function forgetNetwork(core: Core, net: Network): Promise<void> {
       if (!isTnetError(e, 'not-found')) throw e;
     }
   }
+  failpoint('network:pools-released');
   core.state.tx(() => core.state.deleteNetwork(net.id));
 }
 
@@ -205,7 +211,9 @@ export async function deleteNetwork(core: Core, ref: string, opts: { owner?: Own
       await forgetEndpoint(core, net, ep);
     }
     core.state.unsynced(() => core.state.setNetworkState(net.id, 'deleting'));
+    failpoint('delete-network:deleting');
     await d.deleteNetwork(net);
+    failpoint('delete-network:driver-done');
     await forgetNetwork(core, net);
     core.events.emit('network', 'down', net);
   });

@@ -3,9 +3,12 @@ import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { conflict, invalid } from './errors.js';
 import { IpAddr } from './ipam/address.js';
+import { Subnet } from './ipam/subnet.js';
 import { log } from './log.js';
-import type { PortMapping, PortRequest, Proto } from './model.js';
+import type { Network, PortMapping, PortRequest, Proto } from './model.js';
 import type { State } from './store/state.js';
+import type { Core } from './core.js';
+import { addrList } from './kernel/index.js';
 
 /**
  * Host ports for published container ports, shared by the lab face and the Docker face: one
@@ -57,6 +60,82 @@ export function checkPortRequest(r: PortRequest): void {
   }
 }
 
+/** A request as -p spells it, for messages: "127.0.0.1:8080:80/tcp". */
+export function publishText(r: PortRequest): string {
+  const host = r.hostPort === 0 ? '' : `${r.hostPort}${r.hostPortEnd ? `-${r.hostPortEnd}` : ''}:`;
+  const ip = r.hostIp === '' ? '' : r.hostIp.includes(':') ? `[${r.hostIp}]:` : `${r.hostIp}:`;
+  return `${ip}${host}${r.containerPort}/${r.proto}`;
+}
+
+/** What a network offers a published port: its address families, and where its default host address comes from. */
+export interface PublishTarget {
+  readonly network: string;
+  readonly ipv4: boolean;
+  readonly ipv6: boolean;
+  /** The network's host_binding_ipv4 ('' = every address): the host address of a request without one. */
+  readonly defaultHostIp: string;
+  /** The host namespace's own addresses (canonical text: has), for requests with a host address. */
+  readonly localAddresses: () => Promise<{ has(address: string): boolean }>;
+}
+
+/** What `net` offers a published port, with the host's addresses read from the kernel when needed. */
+export function publishTarget(core: Core, net: Network): PublishTarget {
+  return {
+    network: net.name, ipv4: net.ipv4 !== undefined, ipv6: net.ipv6 !== undefined,
+    defaultHostIp: core.driver(net.driver).defaultHostIp?.(net) ?? '',
+    localAddresses: async () => {
+      const addrs = await addrList(core.rtnl);
+      const own = new Set(addrs.map((a) => IpAddr.parse(a.address).toString()));
+      // An address on lo makes its whole prefix local (127.0.0.1/8: all of 127/8 answers here).
+      const onLo = addrs.filter((a) => a.ifindex === 1 && a.family === 4).map((a) => Subnet.of(4, IpAddr.parse(a.address).value & ~((1n << BigInt(32 - a.prefixLen)) - 1n), a.prefixLen));
+      return { has: (text: string) => own.has(text) || onLo.some((s) => s.contains(IpAddr.parse(text))) };
+    },
+  };
+}
+
+/**
+ * The requests of one connect or ProgramExternalConnectivity with the network's default host
+ * address filled in, refused before anything changes if one could never match: a host address of
+ * a family the network has no address of (nothing would carry the traffic to the container), a host
+ * address that is not one of the host's own (nothing would ever arrive on it), or two different
+ * mappings of one host port. The same mapping given twice is one mapping (as in Docker).
+ */
+export async function publishRequests(reqs: readonly PortRequest[], to: PublishTarget): Promise<PortRequest[]> {
+  const out: PortRequest[] = [];
+  let local: { has(address: string): boolean } | undefined;
+  for (const r0 of reqs) {
+    checkPortRequest(r0);
+    let r: PortRequest = { ...r0, hostIp: r0.hostIp === '' ? to.defaultHostIp : r0.hostIp };
+    const spec = `-p ${publishText(r0)}`;
+    const via = r0.hostIp === '' && r.hostIp !== '' ? ` (the host_binding_ipv4 of network "${to.network}")` : '';
+    if (r.hostIp !== '') {
+      const a = IpAddr.parse(r.hostIp);
+      if (!(a.family === 4 ? to.ipv4 : to.ipv6))
+        throw invalid(
+          `${spec}: host address ${a}${via} is IPv${a.family} but network "${to.network}" has no IPv${a.family} subnet, so nothing could carry it to the container` +
+            (a.family === 6 ? ' (create the network with --ipv6, or publish on an IPv4 address)' : ''),
+          `port "${publishText(r0)}"`,
+        );
+      local ??= await to.localAddresses();
+      if (!local.has(a.toString()))
+        throw invalid(
+          `${spec}: host address ${a}${via} is not an address of this host, so nothing would ever arrive on it; give one of the host's addresses, or none for every address`,
+          `port "${publishText(r0)}"`,
+        );
+      r = { ...r, hostIp: a.toString() }; // one spelling, so the store's holders compare equal
+    }
+    if (out.some((o) => o.proto === r.proto && o.containerPort === r.containerPort && o.hostIp === r.hostIp && o.hostPort === r.hostPort && o.hostPortEnd === r.hostPortEnd)) continue;
+    const clash = r.hostPort !== 0 && r.hostPortEnd === 0 && out.find((o) => o.proto === r.proto && o.hostPort === r.hostPort && o.hostPortEnd === 0 && (o.hostIp === '' || r.hostIp === '' || o.hostIp === r.hostIp));
+    if (clash)
+      throw conflict(
+        `-p ${publishText(clash)} and ${spec} both ask for host port ${r.hostIp || clash.hostIp || '*'}:${r.hostPort}/${r.proto}; a host port can be published once`,
+        `port ${r.hostPort}/${r.proto}`,
+      );
+    out.push(r);
+  }
+  return out;
+}
+
 /** Who holds a published port, for messages: the sandbox's name, or the endpoint's short id. */
 export function holderName(state: State, endpointId: string): string {
   const ep = state.endpoint(endpointId);
@@ -83,7 +162,10 @@ export async function choosePorts(state: State, reqs: readonly PortRequest[]): P
     let problem = '';
     for (let port = first; port <= last && !chosen; port++) {
       const key = `${r.proto}/${r.hostIp}/${port}`;
-      if (taken.has(key)) continue;
+      if (taken.has(key) || taken.has(`${r.proto}//${port}`) || (r.hostIp === '' && [...taken].some((k) => k.startsWith(`${r.proto}/`) && k.endsWith(`/${port}`)))) {
+        problem = 'taken by another mapping of this same request';
+        continue;
+      }
       const m: PortMapping = { proto: r.proto, containerPort: r.containerPort, hostIp: r.hostIp, hostPort: port };
       const h = state.portHolders(m.proto, m.hostIp, m.hostPort)[0];
       if (h) {

@@ -6,6 +6,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { type Core, explain, ownedElsewhere, readySandbox } from './core.js';
 import { forgetEndpoint, teardownEndpoint } from './endpoint.js';
 import { conflict } from './errors.js';
+import { failpoint } from './failpoint.js';
 import { Netns, linkSetUp, netnsAdd, netnsDel, netnsExists, withRtnl } from './kernel/index.js';
 import type { Owner, Sandbox } from './model.js';
 import { checkName, netnsName } from './names.js';
@@ -24,9 +25,11 @@ export async function createSandbox(core: Core, req: { name: string; owner?: Own
       id: newId(), name, owner, kind: 'lab', state: 'creating', netns: Netns.named(nsName).path, created: new Date().toISOString(),
     };
     core.state.unsynced(() => core.state.insertSandbox(sb));
+    failpoint('create-sandbox:intent');
     try {
       await transaction(async (t) => {
         const ns = await t.step(`netns ${nsName}`, () => netnsAdd(nsName), () => netnsDel(nsName));
+        failpoint('create-sandbox:netns');
         await withRtnl(ns, (h) => linkSetUp(h, 'lo'));
       });
     } catch (e) {
@@ -47,10 +50,14 @@ export async function deleteSandbox(core: Core, ref: string, opts: { owner?: Own
     const sb = readySandbox(core, found.id);
     if (sb.owner !== owner) throw ownedElsewhere('sandbox', sb.name, sb.owner);
     core.state.unsynced(() => core.state.setSandboxState(sb.id, 'deleting'));
+    failpoint('delete-sandbox:deleting');
     const eps = core.state.endpointsOfSandbox(sb.id);
     for (const ep of eps) await teardownEndpoint(core, core.state.network(ep.networkId)!, ep, { sandboxGoing: true });
+    failpoint('delete-sandbox:torn-down');
     removeNamespace(core, sb);
+    failpoint('delete-sandbox:ns-gone');
     for (const ep of eps) await forgetEndpoint(core, core.state.network(ep.networkId)!, ep, { durableLater: true });
+    failpoint('delete-sandbox:forgotten');
     core.state.tx(() => core.state.deleteSandbox(sb.id)); // the one fsync of the whole delete
     for (const ep of eps) core.events.emit('endpoint', 'down', ep, core.state.network(ep.networkId)!, sb);
     core.events.emit('sandbox', 'down', sb);

@@ -1,7 +1,8 @@
 import type { Attachment, Driver, DriverContext, DriverFactory, DriverOptions, JoinTarget } from '../../libnetwork/driverapi.js';
 import { conflict } from '../../libnetwork/errors.js';
+import { failpoint } from '../../libnetwork/failpoint.js';
 import {
-  addrAdd, cidr, isErrno, linkAdd, linkByName, linkDelIfExists, linkGet, linkList, linkSetHairpin, sysctlSet,
+  addrAdd, cidr, isErrno, linkAdd, linkByName, linkDelIfExists, linkGet, linkList, linkSetAlias, linkSetHairpin, sysctlSet,
 } from '../../libnetwork/kernel/index.js';
 import type { Endpoint, Network, PortMapping } from '../../libnetwork/model.js';
 import type { Txn } from '../../libnetwork/txn.js';
@@ -15,6 +16,14 @@ export const bridgeDriver: DriverFactory = {
   options: { keys: KNOWN_OPTIONS, aliases: ALIASES },
   create: (ctx) => new BridgeDriver(ctx),
 };
+
+/**
+ * A bridge's own MAC, fixed (locally administered, from the network's id). Without one the kernel
+ * gives the bridge the lowest MAC of its ports, which changes when that port's endpoint goes: the
+ * other containers' ARP entry for the gateway then points at a MAC nobody has, and they lose the
+ * gateway until it ages out (seen here: a disconnect cut its neighbours off for seconds).
+ */
+export const bridgeMac = (networkId: string) => `06:${networkId.slice(0, 10).match(/../g)!.join(':')}`;
 
 /**
  * The bridge driver: one Linux bridge per network holding the gateway address, one veth per
@@ -101,9 +110,17 @@ export class BridgeDriver implements Driver {
   async createNetwork(net: Network, t: Txn): Promise<void> {
     const c = this.cfg(net);
     const h = this.ctx.rtnl;
+    // The kernel ignores an alias on RTM_NEWLINK, so the bridge exists untagged for a moment. The
+    // intent row names it (c.bridge, from the network's id or its recorded options) and
+    // checkNetwork found the name free before that row was written: a bridge of that name with no
+    // tag is this network's, and deleteNetwork and restore treat it so.
     await t.step(
       `bridge ${c.bridge}`,
-      () => linkAdd(h, { kind: 'bridge', name: c.bridge, mtu: c.mtu, up: true, alias: this.tag('network', net.id) }),
+      async () => {
+        await linkAdd(h, { kind: 'bridge', name: c.bridge, mtu: c.mtu, up: true, mac: bridgeMac(net.id) });
+        failpoint('create-network:bridge-untagged');
+        await linkSetAlias(h, c.bridge, this.tag('network', net.id));
+      },
       () => linkDelIfExists(h, c.bridge),
     );
     await this.configureBridge(net, c);
@@ -160,9 +177,17 @@ export class BridgeDriver implements Driver {
     }
     const br = await linkByName(this.ctx.rtnl, c.bridge);
     // Never delete a link that is not ours, even if it has our bridge's name.
-    if (br && br.alias === this.tag('network', net.id)) await linkDelIfExists(this.ctx.rtnl, c.bridge);
+    if (br && this.isOurs(br, net)) await linkDelIfExists(this.ctx.rtnl, c.bridge);
     this.bridgeIndexes.delete(c.bridge);
     this.dropLive(net.id);
+  }
+
+  /**
+   * Whether a link named as the network's bridge is the network's: tagged with it, or an untagged
+   * bridge (a crash between its creation and its tag; see createNetwork).
+   */
+  private isOurs(l: { alias: string | undefined; kind: string | undefined }, net: Network): boolean {
+    return l.alias === this.tag('network', net.id) || (l.alias === undefined && l.kind === 'bridge');
   }
 
   async join(net: Network, ep: Endpoint, target: JoinTarget, t: Txn): Promise<Attachment> {
@@ -313,12 +338,13 @@ export class BridgeDriver implements Driver {
     for (const net of nets) {
       const c = this.cfg(net);
       const br = byName.get(c.bridge);
-      if (br && br.alias === this.tag('network', net.id)) {
+      if (br && this.isOurs(br, net)) {
+        if (br.alias === undefined) await linkSetAlias(h, c.bridge, this.tag('network', net.id));
         await this.configureBridge(net, c).catch((e) => this.ctx.log.debug({ err: e }, 'bridge addresses already set'));
         continue;
       }
       this.ctx.log.info({ network: net.name, bridge: c.bridge }, 'reconcile: recreating bridge');
-      await linkAdd(h, { kind: 'bridge', name: c.bridge, mtu: c.mtu, up: true, alias: this.tag('network', net.id) });
+      await linkAdd(h, { kind: 'bridge', name: c.bridge, mtu: c.mtu, up: true, alias: this.tag('network', net.id), mac: bridgeMac(net.id) });
       await this.configureBridge(net, c);
     }
     // The firewall is a function of the store: rebuild tnet's table in one transaction.

@@ -1,11 +1,15 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Controller } from '../controller.js';
+import { ownedElsewhere } from '../core.js';
 import { TnetError, invalid, notFound } from '../errors.js';
 import { KernelError } from '../kernel/error.js';
 import { log } from '../log.js';
 import type { Endpoint, PortMapping } from '../model.js';
 import { networkView, sandboxView } from '../views.js';
+import { MAX_KEYS, MAX_TEXT, STRICT_AJV, type SchemaError, validationMessage } from './strict.js';
+import { registerLabRoutes } from './labs.js';
+import { registerDoctorRoutes } from './doctor.js';
 
 /** HTTP status for each error code of the control API; the CLI maps codes to exit codes. */
 const STATUS: Record<string, number> = {
@@ -55,17 +59,35 @@ function hostsOf(e: Endpoint, p: PortMapping): string[] {
   return [p.hostIp.includes(':') ? `[${p.hostIp}]:${p.hostPort}` : `${p.hostIp}:${p.hostPort}`];
 }
 
-const str = { type: 'string' } as const;
-const strMap = { type: 'object', additionalProperties: { type: 'string' } } as const;
+/**
+ * This face connects and disconnects only its own objects: a Docker network or a lab's network or
+ * sandbox is refused with the way to change it (deletes check the owner in the core).
+ */
+function ownedHere(c: Controller, network: string, sandbox: string): void {
+  const n = c.network(network);
+  if (n.owner !== '' && n.owner !== 'docker') throw ownedElsewhere('network', n.name, n.owner); // Docker's: the core says how
+  const s = c.sandbox(sandbox);
+  if (s.owner !== '') throw ownedElsewhere('sandbox', s.name, s.owner);
+}
+
+const str = { type: 'string', maxLength: MAX_TEXT } as const;
+/** Object names: what checkName accepts at most (the core gives the precise rule). */
+const name = { type: 'string', minLength: 1, maxLength: 255 } as const;
+const strMap = {
+  type: 'object', maxProperties: MAX_KEYS, propertyNames: { maxLength: 255 }, additionalProperties: { type: 'string', maxLength: MAX_TEXT },
+} as const;
+const port = (min: number) => ({ type: 'integer', minimum: min, maximum: 65535 }) as const;
 const portReq = {
   type: 'object',
   required: ['proto', 'containerPort'],
   additionalProperties: false,
   properties: {
-    proto: { enum: ['tcp', 'udp', 'sctp'] }, containerPort: { type: 'integer' }, hostIp: str,
-    hostPort: { type: 'integer' }, hostPortEnd: { type: 'integer' },
+    proto: { enum: ['tcp', 'udp', 'sctp'] }, containerPort: port(1), hostIp: { type: 'string', maxLength: 64 },
+    hostPort: port(0), hostPortEnd: port(0),
   },
 } as const;
+/** The :ref of a route: a name, an id or an id prefix. */
+const refParams = { type: 'object', required: ['ref'], additionalProperties: false, properties: { ref: name } } as const;
 
 /**
  * The control API the `tnet` command talks to, over a unix socket. Schema-first: the schemas are
@@ -76,15 +98,35 @@ export async function controlServer(
   ready: Promise<Controller>,
   opts: { serverFactory?: (handler: (req: IncomingMessage, res: ServerResponse) => void) => Server } = {},
 ): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false, bodyLimit: 1 << 20, ...(opts.serverFactory ? { serverFactory: opts.serverFactory } : {}) });
+  // Strict validator options at the instance: the route plugins registered on it inherit them.
+  const app = Fastify({ logger: false, bodyLimit: 1 << 20, ajv: { customOptions: STRICT_AJV },
+    // Long references reach the schema (a 4xx naming the field) instead of the router's bare 414.
+    routerOptions: { maxParamLength: 4096 }, ...(opts.serverFactory ? { serverFactory: opts.serverFactory } : {}) });
   let controller: Controller | undefined;
   void ready.then((c) => (controller = c)).catch(() => undefined);
   const ctl = () => ready;
 
-  app.setErrorHandler((e, _req, reply) => {
-    if ((e as { validation?: unknown }).validation) return reply.code(400).send({ error: { code: 'invalid-argument', message: (e as Error).message } });
+  app.setErrorHandler((e, req, reply) => {
+    const v = e as { validation?: SchemaError[]; validationContext?: string; statusCode?: number; code?: string };
+    if (v.validation) {
+      const context = v.validationContext ?? 'body';
+      const schema = (req.routeOptions.schema as Record<string, unknown> | undefined)?.[context];
+      return reply.code(400).send({ error: { code: 'invalid-argument', message: validationMessage(v.validation, context, schema) } });
+    }
+    // The HTTP layer's own refusals (bad JSON, a body too large, a wrong media type): the client's fault.
+    if (!(e instanceof TnetError) && typeof v.statusCode === 'number' && v.statusCode >= 400 && v.statusCode < 500) {
+      const message = v.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? `the request body is larger than ${app.initialConfig.bodyLimit} bytes` : `the request: ${(e as Error).message}`;
+      return reply.code(v.statusCode).send({ error: { code: 'invalid-argument', message } });
+    }
     return sendError(reply, e);
   });
+  // No route takes a query string: one given is a mistake to report (`?force=1` would do nothing).
+  app.addHook('onRoute', (route) => {
+    route.schema = { ...route.schema, querystring: route.schema?.querystring ?? { type: 'object', additionalProperties: false, properties: {} } };
+  });
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ error: { code: 'not-found', message: `${req.method} ${req.url.slice(0, 200)} is not part of the control API` } }),
+  );
 
   app.get('/ping', async () => ({ ok: true, ready: controller !== undefined, pid: process.pid }));
 
@@ -92,7 +134,7 @@ export async function controlServer(
     const c = await ctl();
     return c.networks().map((n) => networkView(n, c.networkDetails(n), c.endpointsOfNetwork(n.id)));
   });
-  app.get<{ Params: { ref: string } }>('/networks/:ref', async (req) => {
+  app.get<{ Params: { ref: string } }>('/networks/:ref', { schema: { params: refParams } }, async (req) => {
     const c = await ctl();
     const n = c.network(req.params.ref);
     return networkView(n, c.networkDetails(n), c.endpointsOfNetwork(n.id), (id) => c.nameOf('sandbox', id));
@@ -104,7 +146,7 @@ export async function controlServer(
         body: {
           type: 'object', required: ['name'], additionalProperties: false,
           properties: {
-            name: str, driver: str, subnet: str, gateway: str, ipRange: str, auxAddresses: strMap, ipv6: { type: 'boolean' },
+            name, driver: str, subnet: str, gateway: str, ipRange: str, auxAddresses: strMap, ipv6: { type: 'boolean' },
             subnet6: str, gateway6: str, ipRange6: str, internal: { type: 'boolean' }, options: strMap, labels: strMap,
           },
         },
@@ -116,7 +158,7 @@ export async function controlServer(
       return reply.code(201).send(networkView(n, c.networkDetails(n)));
     },
   );
-  app.delete<{ Params: { ref: string } }>('/networks/:ref', async (req, reply) => {
+  app.delete<{ Params: { ref: string } }>('/networks/:ref', { schema: { params: refParams } }, async (req, reply) => {
     await (await ctl()).deleteNetwork(req.params.ref);
     return reply.code(204).send();
   });
@@ -125,17 +167,17 @@ export async function controlServer(
     const c = await ctl();
     return c.sandboxes().map((s) => sandboxView(s, c.endpointsOfSandbox(s.id), (id) => c.nameOf('network', id)));
   });
-  app.get<{ Params: { ref: string } }>('/sandboxes/:ref', async (req) => {
+  app.get<{ Params: { ref: string } }>('/sandboxes/:ref', { schema: { params: refParams } }, async (req) => {
     const c = await ctl();
     const s = c.sandbox(req.params.ref);
     return sandboxView(s, c.endpointsOfSandbox(s.id), (id) => c.nameOf('network', id));
   });
   app.post<{ Body: { name: string } }>(
     '/sandboxes',
-    { schema: { body: { type: 'object', required: ['name'], additionalProperties: false, properties: { name: str } } } },
+    { schema: { body: { type: 'object', required: ['name'], additionalProperties: false, properties: { name } } } },
     async (req, reply) => reply.code(201).send(sandboxView(await (await ctl()).createSandbox(req.body))),
   );
-  app.delete<{ Params: { ref: string } }>('/sandboxes/:ref', async (req, reply) => {
+  app.delete<{ Params: { ref: string } }>('/sandboxes/:ref', { schema: { params: refParams } }, async (req, reply) => {
     await (await ctl()).deleteSandbox(req.params.ref);
     return reply.code(204).send();
   });
@@ -149,8 +191,10 @@ export async function controlServer(
         body: {
           type: 'object', required: ['network', 'sandbox'], additionalProperties: false,
           properties: {
-            network: str, sandbox: str, ip: str, ip6: str, mac: str,
-            aliases: { type: 'array', items: str }, ports: { type: 'array', items: portReq },
+            network: name, sandbox: name, ip: str, ip6: str, mac: str,
+            aliases: { type: 'array', maxItems: 64, items: { type: 'string', maxLength: 253 } },
+            // every port of the host at most (a -p range expands to one request per port)
+            ports: { type: 'array', maxItems: 65535, items: portReq },
           },
         },
       },
@@ -158,6 +202,7 @@ export async function controlServer(
     async (req, reply) => {
       const c = await ctl();
       const { network, sandbox, ports, ...rest } = req.body;
+      ownedHere(c, network, sandbox);
       const full = (ports ?? []).map((p) => ({ ...p, hostIp: p.hostIp ?? '', hostPort: p.hostPort ?? 0, hostPortEnd: p.hostPortEnd ?? 0 }));
       const ep = await c.connect(network, sandbox, { ...rest, ports: full });
       return reply.code(201).send(sandboxView(c.sandbox(sandbox), [ep], (id) => c.nameOf('network', id)).endpoints[0]);
@@ -165,7 +210,7 @@ export async function controlServer(
   );
   // Published ports of a sandbox or an endpoint: dockerd never reads them back from a remote
   // driver (moby/libnetwork#2451), so `docker port` shows nothing for tnet's; `tnet port` does.
-  app.get<{ Params: { ref: string } }>('/ports/:ref', async (req) => {
+  app.get<{ Params: { ref: string } }>('/ports/:ref', { schema: { params: refParams } }, async (req) => {
     const c = await ctl();
     const { what, eps } = endpointsOf(c, req.params.ref);
     const networks = new Map(c.networks().map((n) => [n.id, n]));
@@ -189,11 +234,15 @@ export async function controlServer(
 
   app.post<{ Body: { network: string; sandbox: string } }>(
     '/disconnect',
-    { schema: { body: { type: 'object', required: ['network', 'sandbox'], additionalProperties: false, properties: { network: str, sandbox: str } } } },
+    { schema: { body: { type: 'object', required: ['network', 'sandbox'], additionalProperties: false, properties: { network: name, sandbox: name } } } },
     async (req, reply) => {
-      await (await ctl()).disconnect(req.body.network, req.body.sandbox);
+      const c = await ctl();
+      ownedHere(c, req.body.network, req.body.sandbox);
+      await c.disconnect(req.body.network, req.body.sandbox);
       return reply.code(204).send();
     },
   );
+  registerLabRoutes(app, ctl);
+  registerDoctorRoutes(app, ctl);
   return app;
 }

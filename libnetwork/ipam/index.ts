@@ -21,3 +21,4 @@ export {
   type PoolRequest,
   migrations,
 } from './ipam.js';
+export { checkUsableSubnet, tooSmallReason, unusableAddressReason, unusableReason } from './usable.js';

@@ -13,6 +13,7 @@ import {
 } from './defaults.js';
 import { type Run, Runs, key, unkey } from './runs.js';
 import { Subnet } from './subnet.js';
+import { checkUsableSubnet } from './usable.js';
 
 /*
  * Storage. Four tables, all changed only inside one IMMEDIATE transaction per operation, so two
@@ -718,6 +719,8 @@ export class Ipam {
       this.checkInSubnet(subnet!, gateway, 'gateway');
     }
     const noGateway = (req.noGateway ?? false) || childrenOnly;
+    // Blocks no network can use (loopback, multicast, a /32 with a gateway...): usable.ts says which.
+    if (subnet) checkUsableSubnet(subnet, !noGateway);
     const aux: [string, IpAddr][] = [];
     for (const [name, text] of Object.entries(req.auxAddresses ?? {})) {
       needsSubnet(`aux address "${name}"`);

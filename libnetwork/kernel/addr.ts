@@ -33,7 +33,7 @@ export interface LinkAddr extends Cidr {
 }
 
 export async function addrList(h: Rtnl): Promise<LinkAddr[]> {
-  const msgs = await h.call('addr list', 'addresses', () => h.sock.getAddresses());
+  const msgs = await h.dump('addr list', 'addresses', (s) => s.getAddresses());
   const out: LinkAddr[] = [];
   for (const m of msgs) {
     const b = m.attrs.local ?? m.attrs.address;

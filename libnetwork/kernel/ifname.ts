@@ -3,8 +3,11 @@
 export const IFNAMSIZ = 16;
 
 /**
- * Why the kernel would refuse `name` as an interface name (dev_valid_name), or undefined if
- * it is fine. Checked before anything is created so the user gets the reason, not EINVAL.
+ * Why the kernel would refuse or rewrite `name` as an interface name, or undefined if it is fine.
+ * Refused: what dev_valid_name refuses. Rewritten: a '%' makes the kernel pick the name itself
+ * (`br%d` becomes br0, br1...), so the link would not have the name recorded and no rollback or
+ * reconcile would find it. The one checker for every name tnet hands the kernel, run before
+ * anything is created so the user gets the reason, not EINVAL or a stray link.
  */
 export function ifnameProblem(name: string): string | undefined {
   if (name.length === 0) return 'is empty';
@@ -12,5 +15,6 @@ export function ifnameProblem(name: string): string | undefined {
     return `is ${Buffer.byteLength(name)} bytes long; the kernel allows at most ${IFNAMSIZ - 1}`;
   if (name === '.' || name === '..') return 'may not be "." or ".."';
   if (/[/:\s]/.test(name)) return 'may not contain "/", ":" or white space';
+  if (name.includes('%')) return 'may not contain "%" (the kernel would choose the name itself, and tnet would lose track of the link)';
   return undefined;
 }

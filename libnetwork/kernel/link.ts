@@ -4,7 +4,7 @@ import { KernelError, isErrno } from './error.js';
 import { ifnameProblem } from './ifname.js';
 import { ipBytes, macBytes, macString } from './inet.js';
 import type { Netns } from './netns.js';
-import type { Rtnl } from './rtnl.js';
+import { type Rtnl, withRtnl } from './rtnl.js';
 
 /** What every link kind can be created with. */
 interface LinkCommon {
@@ -48,11 +48,28 @@ export interface Vxlan extends LinkCommon {
 export type MacvlanMode = 'private' | 'vepa' | 'bridge' | 'passthru';
 export interface Macvlan extends LinkCommon {
   readonly kind: 'macvlan';
-  readonly parent: number; // ifindex
+  readonly parent: number; // ifindex, in the namespace of the handle that creates it
   readonly mode: MacvlanMode;
+  /**
+   * Born directly in this namespace (IFLA_NET_NS_FD), its parent staying where it is: no move.
+   * Its tag is then written with a handle in that namespace, and `up` is left to the caller there.
+   */
+  readonly ns?: Netns;
 }
 
-export type LinkSpec = Bridge | Veth | Vxlan | Macvlan;
+/** An 802.1Q sub-interface (`ip link add link eth0 name eth0.10 type vlan id 10`); absent when the kernel lacks CONFIG_VLAN_8021Q. */
+export interface Vlan extends LinkCommon {
+  readonly kind: 'vlan';
+  readonly parent: number; // ifindex
+  readonly vid: number;
+}
+
+/** A dummy link (a parent with no wire); absent when the kernel lacks CONFIG_DUMMY. */
+export interface Dummy extends LinkCommon {
+  readonly kind: 'dummy';
+}
+
+export type LinkSpec = Bridge | Veth | Vxlan | Macvlan | Vlan | Dummy;
 
 /** A link as the kernel reports it. */
 export interface Link {
@@ -73,10 +90,16 @@ const VETH_INFO_PEER = 1;
 const IFLA_BR_FORWARD_DELAY = 1;
 const IFLA_BR_STP_STATE = 5;
 const IFLA_VXLAN_PORT = 15;
+const IFLA_VLAN_ID = 1;
 
 const u32 = (n: number) => {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(n);
+  return b;
+};
+const u16 = (n: number) => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16LE(n);
   return b;
 };
 const be16 = (n: number) => {
@@ -132,6 +155,10 @@ function kindData(spec: LinkSpec, openFds: number[]): Buffer {
       });
     case 'macvlan':
       return linkinfo('macvlan', (d) => d.emit(ifla.formatMacvlan({ mode: macvlanModes[spec.mode] })));
+    case 'vlan':
+      return linkinfo('vlan', (d) => d.push(IFLA_VLAN_ID, u16(spec.vid)));
+    case 'dummy':
+      return linkinfo('dummy');
   }
 }
 
@@ -165,20 +192,31 @@ export async function linkAdd(h: Rtnl, spec: LinkSpec): Promise<CreatedLink> {
     if (spec.mtu) attrs.mtu = spec.mtu;
     if (spec.mac) attrs.address = macBytes(spec.mac);
     if (spec.master) attrs.master = spec.master;
-    const flags = spec.up ? { up: true as const } : {};
+    if (spec.kind === 'macvlan' || spec.kind === 'vlan') attrs.link = u32(spec.parent);
+    const bornIn = spec.kind === 'macvlan' ? spec.ns : undefined;
+    if (bornIn) {
+      const fd = openSync(bornIn.path, 'r');
+      fds.push(fd);
+      attrs.netNsFd = fd;
+    }
+    const flags = spec.up && !bornIn ? { up: true as const } : {};
     const created = h.call('link add', describe(spec), () =>
       h.sock.newLink({ flags, change: flags }, attrs, { flags: FlagsNew.CREATE | FlagsNew.EXCL | NLM_F_ECHO }),
     );
     // RTM_NEWLINK ignores IFLA_IFALIAS on a new device: the tag takes a second message. It is sent
     // right behind the first (the kernel handles one socket's requests in order), saving a round trip.
-    const tagged = spec.alias ? linkSetAlias(h, spec.name, spec.alias) : undefined;
+    // A link born in another namespace is tagged there, by a handle in it, once it exists: the
+    // same name may well exist here (every sandbox has an eth0).
+    const tagged = spec.alias && !bornIn ? linkSetAlias(h, spec.name, spec.alias) : undefined;
     tagged?.catch(() => undefined); // if the link was not made, that error is the one to report
     const [echo] = await created;
     try {
       await tagged;
+      if (spec.alias && bornIn) await withRtnl(bornIn, (s) => linkSetAlias(s, spec.name, spec.alias!));
     } catch (e) {
       // An untagged link would be nobody's: take it back rather than leave it.
-      await linkDelIfExists(h, spec.name).catch(() => undefined);
+      if (bornIn) await withRtnl(bornIn, (s) => linkDelIfExists(s, spec.name)).catch(() => undefined);
+      else await linkDelIfExists(h, spec.name).catch(() => undefined);
       throw e;
     }
     const peer = spec.kind === 'veth' ? echo?.attrs.link : undefined;
@@ -226,7 +264,7 @@ function toLink(m: { data: rt.Link; attrs: ifla.LinkAttrs }): Link {
 }
 
 export async function linkList(h: Rtnl): Promise<Link[]> {
-  const msgs = await h.call('link list', 'links', () => h.sock.getLinks());
+  const msgs = await h.dump('link list', 'links', (s) => s.getLinks());
   return msgs.map(toLink);
 }
 
@@ -260,6 +298,9 @@ export const linkSetMaster = (h: Rtnl, name: string, master: number) =>
 export const linkSetMtu = (h: Rtnl, name: string, mtu: number) => linkSet(h, 'link set mtu', name, {}, { mtu });
 export const linkSetAlias = (h: Rtnl, name: string, alias: string) =>
   linkSet(h, 'link set alias', name, {}, { ifalias: alias });
+/** Sets a link's MAC address (`ip link set dev NAME address MAC`). */
+export const linkSetMac = (h: Rtnl, name: string, mac: string) =>
+  linkSet(h, 'link set address', name, {}, { address: macBytes(mac) });
 
 // IFLA_INFO_SLAVE_KIND / _DATA and IFLA_BRPORT_MODE (include/uapi/linux/if_link.h).
 const IFLA_INFO_SLAVE_KIND = 4;

@@ -63,7 +63,7 @@ export async function routeDel(h: Rtnl, r: Route): Promise<void> {
 
 /** The routes of the main table, for both families. */
 export async function routeList(h: Rtnl): Promise<Route[]> {
-  const msgs = await h.call('route list', 'routes', () => h.sock.getRoutes());
+  const msgs = await h.dump('route list', 'routes', (s) => s.getRoutes());
   const out: Route[] = [];
   for (const m of msgs) {
     if ((m.attrs.table ?? m.data.table) !== RT_TABLE_MAIN) continue;

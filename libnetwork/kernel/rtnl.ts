@@ -44,6 +44,21 @@ export class Rtnl {
     }
   }
 
+  /**
+   * Runs a dump request (every link, address or route) on a socket of its own in this handle's
+   * namespace. On a shared socket a dump collides with everything else in flight there: the kernel
+   * refuses a second dump (EBUSY), and the netlink package ends a multipart reply at the first
+   * other message (the ACK of a concurrent request: "Multipart message not terminated properly").
+   */
+  async dump<T>(op: string, object: string, request: (sock: RtNetlinkSocket) => Promise<T>): Promise<T> {
+    const own = Rtnl.open(this.ns);
+    try {
+      return await this.call(op, object, () => request(own.sock));
+    } finally {
+      own.close();
+    }
+  }
+
   close(): void {
     // Never close inside the socket's own native callback: our code often runs in the
     // microtasks drained there, and the addon aborts the process (Napi::Error) if the socket

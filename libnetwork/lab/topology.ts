@@ -97,4 +97,6 @@ export type SpecPath = readonly (string | number)[];
 export interface LabProblem {
   path: SpecPath;
   message: string;
+  /** The problem is the key at `path` itself (an unknown key, a bad node name), not its value. */
+  at?: 'key';
 }

@@ -19,6 +19,7 @@ import { execFile } from 'node:child_process';
 import type { Controller } from '../controller.js';
 import { TnetError, busy, conflict, invalid, isTnetError, notFound } from '../errors.js';
 import { IpAddr } from '../ipam/address.js';
+import type { Pool } from '../ipam/ipam.js';
 import { log } from '../log.js';
 import type { Endpoint, Network, PortRequest, Proto } from '../model.js';
 import { ENABLE_IPV6, EXPOSED_PORTS, GENERIC, INTERNAL, MAC_ADDRESS, PORT_MAP } from '../netlabel.js';
@@ -226,6 +227,9 @@ function macFromOption(v: unknown): string | undefined {
 
 const short = (id: string) => id.slice(0, 12);
 
+/** The owner of the pools Docker's IpamDriver hands out: the only pools that face acts on. */
+const DOCKER_OWNER = 'docker';
+
 /**
  * Runs `fn`; on a conflict (an address or host port taken), releases what dockerd let go while
  * tnet could not hear it (Controller.releaseStale) and, if anything was, runs `fn` once more.
@@ -270,8 +274,13 @@ export class DockerIpam implements IpamDriverApi {
       noGateway: true,
       shared: true,
       options: r.Options ?? {},
-      owner: 'docker',
+      owner: DOCKER_OWNER,
     });
+    if (pool.owner !== DOCKER_OWNER) {
+      // An identical shared request of another face's pool: give the reference back, touch nothing.
+      await this.c.releasePool(pool.id);
+      throw conflict(`pool ${pool.subnet} is in use by another tnet network or lab`, `pool "${subnet ?? pool.subnet}"`);
+    }
     if (subnet && r.V6 !== undefined && pool.v6 !== r.V6) {
       await this.c.releasePool(pool.id);
       throw invalid(`pool ${pool.subnet} is IPv${pool.v6 ? 6 : 4} but an IPv${r.V6 ? 6 : 4} pool was requested`, `pool "${subnet}"`);
@@ -279,12 +288,27 @@ export class DockerIpam implements IpamDriverApi {
     return { PoolID: pool.id, Pool: pool.subnet.toString(), Data: {} };
   }
 
+  /**
+   * A pool this face handed out. Any other (a lab's, a tnet network's, whose ids show in messages)
+   * is, for Docker, no pool at all: the same "not found" as an id that never existed, and nothing
+   * is requested or released in it.
+   */
+  private async own(poolId: string): Promise<Pool> {
+    const pool = await this.c.pool(poolId).catch((e: unknown) => {
+      if (isTnetError(e, 'not-found')) return undefined;
+      throw e;
+    });
+    if (!pool || pool.owner !== DOCKER_OWNER) throw notFound(`no IPAM pool with id "${poolId}"`, `pool "${poolId}"`);
+    return pool;
+  }
+
   async releasePool(r: { PoolID: string }): Promise<void> {
+    await this.own(r.PoolID);
     await this.c.releasePool(r.PoolID);
   }
 
   async requestAddress(r: RequestAddressRequest): Promise<RequestAddressResponse> {
-    const pool = await this.c.pool(r.PoolID);
+    const pool = await this.own(r.PoolID);
     const gateway = r.Options?.[REQUEST_ADDRESS_TYPE] === GATEWAY_REQUEST;
     let address: IpAddr;
     if (r.Address) {
@@ -306,6 +330,7 @@ export class DockerIpam implements IpamDriverApi {
   }
 
   async releaseAddress(r: ReleaseAddressRequest): Promise<void> {
+    await this.own(r.PoolID);
     try {
       await this.c.releaseAddress(r.PoolID, r.Address);
     } catch (e) {

@@ -1,7 +1,8 @@
 /**
  * tnet as a Docker remote plugin: fastify on unix sockets under /run/docker/plugins/.
  *
- *   tnet.sock   NetworkDriver (tnet's bridge driver) + IpamDriver
+ *   tnet.sock           NetworkDriver (tnet's bridge driver) + IpamDriver
+ *   tnet-macvlan.sock   NetworkDriver (tnet's macvlan driver): `docker network create -d tnet-macvlan -o parent=eth0`
  *
  * `docker network create -d tnet ...` picks the network driver, `--ipam-driver tnet` the IPAM.
  * More drivers (overlay, macvlan) get their own socket names through `drivers`, e.g.
@@ -21,6 +22,8 @@ import { conflict } from '../errors.js';
 export type { PluginBackends, PluginAppOptions } from './server.js';
 
 export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
+/** The plugins `tnet daemon` serves: the names dockerd sees (`-d NAME`) and the tnet drivers behind them; the first also serves the IpamDriver. */
+export const DAEMON_DRIVERS: Readonly<Record<string, string>> = { tnet: 'bridge', 'tnet-macvlan': 'macvlan' };
 
 /** The Docker operations and the kernel modules under them load when first needed, not before the socket. */
 let dockerModule: Promise<typeof import('./docker.js')> | undefined;
@@ -35,7 +38,7 @@ export interface PluginOptions {
   readonly dir?: string;
   /** The socket name of the main plugin (`-d NAME`, `--ipam-driver NAME`). Default "tnet". */
   readonly name?: string;
-  /** Plugin name -> tnet driver type. Default { [name]: 'bridge' }. */
+  /** Plugin name -> tnet driver type. Default { [name]: 'bridge' } (`tnet daemon` passes DAEMON_DRIVERS). */
   readonly drivers?: Readonly<Record<string, string>>;
   /** Group that may use the sockets besides root (e.g. "docker"). Default: root only. */
   readonly group?: string;

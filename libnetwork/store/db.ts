@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { TnetError } from '../errors.js';
 
 export type Db = Database.Database;
 
@@ -25,13 +26,62 @@ export function stateDir(override?: string): string {
  */
 export function openDb(dir: string, migrations: readonly Migration[] = []): Db {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const db = new Database(join(dir, 'tnet.db'));
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
-  migrate(db, migrations);
-  return db;
+  const file = join(dir, 'tnet.db');
+  let db: Db | undefined;
+  try {
+    db = new Database(file);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('foreign_keys = ON');
+    db.pragma('busy_timeout = 5000');
+    migrate(db, migrations);
+    // What an earlier run left in the WAL goes into the database file now (see checkpoint).
+    checkpoint(db, 'TRUNCATE');
+    return db;
+  } catch (e) {
+    db?.close();
+    throw storeError(e, file, 'opening the state');
+  }
+}
+
+/**
+ * Copies the WAL into the database file. Until then every commit lives only in the WAL (SQLite's
+ * own checkpoint waits for 1000 pages, which tnet's state may never reach), so losing that one
+ * file would lose every network. Run at open, at close and, after durable commits, at most once a
+ * second off the request path (State.tx schedules it). PASSIVE never waits for a reader; TRUNCATE
+ * (open, close) also empties the WAL file.
+ */
+export function checkpoint(db: Db, mode: 'PASSIVE' | 'TRUNCATE' = 'PASSIVE'): void {
+  db.pragma(`wal_checkpoint(${mode})`);
+}
+
+/**
+ * A database failure as a person can act on it: which file, what happened, what it means for the
+ * operation and what to do. Full disk and damaged file are the two an operator meets; other I/O
+ * failures keep SQLite's words next to the file's name; a constraint is left to the caller.
+ */
+export function storeError(e: unknown, file: string, doing: string): unknown {
+  if (e instanceof TnetError || !(e instanceof Error)) return e;
+  const code = (e as { code?: unknown }).code;
+  if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return e;
+  if (code === 'SQLITE_FULL')
+    return new TnetError(
+      'internal',
+      `the disk holding the state database ${file} is full: ${doing} was not recorded, so tnet did not make the change ` +
+        '(anything it began is undone at the next start); free some space and try again',
+      { object: `state ${file}`, cause: e },
+    );
+  if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT'))
+    return new TnetError(
+      'internal',
+      `the state database ${file} is damaged or is not a tnet database (${e.message}): tnet cannot tell which networks, ` +
+        'sandboxes and ports it made, so it does not start on it; move the file aside (with its -wal file) to start with an ' +
+        'empty state, then remove what the lost state made with `tnet daemon --remove-orphans`',
+      { object: `state ${file}`, cause: e },
+    );
+  if (/^SQLITE_(IOERR|READONLY|CANTOPEN|PERM)/.test(code))
+    return new TnetError('internal', `state database ${file}: ${doing} failed: ${e.message} (${code}); nothing was recorded`, { object: `state ${file}`, cause: e });
+  return e; // a constraint and the like: the caller's to explain
 }
 
 /**

@@ -10,7 +10,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import t from 'tap';
-import { assertClean, inSandbox, isolate, leftovers, ping, stateDir } from './harness.js';
+import { assertClean, inSandbox, isolate, leftovers, ping, sh, stateDir } from './harness.js';
 
 const child = process.env.TNET_CONFORMANCE_CHILD;
 if (child) {
@@ -31,8 +31,13 @@ type Controller = import('../../libnetwork/controller.js').Controller;
 const { builtinDrivers } = await import('../../drivers/index.js');
 
 /** What each driver's networks need here. A driver without a fixture fails the suite: add one. */
-const FIXTURES: Record<string, { options?: Record<string, string> }> = {
+const FIXTURES: Record<string, { options?: Record<string, string>; setup?: () => void }> = {
   bridge: {},
+  // A veth as the parent (the test's own link, xh-*: not tnet's), its far end up for carrier.
+  macvlan: {
+    options: { parent: 'xh-mvp' },
+    setup: () => void sh('ip link add xh-mvp type veth peer name xh-mvq && ip link set xh-mvq up && ip link set xh-mvp up'),
+  },
 };
 
 /** Runs the child step; true when it was killed (SIGKILL) as armed. */
@@ -51,6 +56,7 @@ for (const factory of builtinDrivers) {
   t.test(`driver ${factory.type} conforms`, async (t) => {
     const fixture = FIXTURES[factory.type];
     if (!fixture) return t.fail(`driver ${factory.type} has no conformance fixture: add one to FIXTURES`);
+    fixture.setup?.();
     const dir = stateDir(t);
     let c = await Controller.open({ stateDir: dir });
     const net = await c.createNetwork({ name: 'conf', driver: factory.type, subnet: '10.77.0.0/24', options: fixture.options });

@@ -138,15 +138,20 @@ describe('dns answers', () => {
     expect(msg.rcode).toBe('NXDOMAIN');
     expect((await ask(SB1, { name: 'DB', type: 'AAAA' })).msg.rcode).toBe('NXDOMAIN');
     expect(s.stats.forwarded).toBe(before);
+    // `back` is not sb1's network, but it is tnet's zone: NXDOMAIN as for any name that does not
+    // exist, and never forwarded (the upstream would learn the name of another network's container)
     const other = await ask(SB1, { name: 'db.back' });
-    expect(other.msg.rcode).toBe('SERVFAIL'); // not NXDOMAIN: `back` is not sb1's network, so not tnet's zone for it
-    expect(s.stats.forwarded).toBe(before + 1);
+    expect(other.msg.rcode).toBe('NXDOMAIN');
+    expect(other.msg.authorities).toEqual([]); // nothing about `back` shows
+    expect(s.stats.forwarded).toBe(before);
     // other types of a single label (a TLD's SOA, NS, DS) are forwarded as usual
     expect((await ask(SB1, { name: 'com', type: 'SOA' })).msg.rcode).toBe('SERVFAIL');
-    expect(s.stats.forwarded).toBe(before + 2);
-    // sb3 (internal network only) never sees n1: the same NXDOMAIN, and a dotted name is REFUSED
+    expect(s.stats.forwarded).toBe(before + 1);
+    // sb3 (internal network only) never sees n1: the same NXDOMAIN, under n1's zone too (tnet's own);
+    // another dotted name is REFUSED (never forwarded from internal networks)
     expect((await ask(SB3, { name: 'web' })).msg.rcode).toBe('NXDOMAIN');
-    expect((await ask(SB3, { name: 'web.front' })).msg.rcode).toBe('REFUSED');
+    expect((await ask(SB3, { name: 'web.front' })).msg.rcode).toBe('NXDOMAIN');
+    expect((await ask(SB3, { name: 'web.example' })).msg.rcode).toBe('REFUSED');
   });
 
   it('answers NXDOMAIN for unknown names under a network of the scope, NODATA at the apex', async () => {
@@ -187,7 +192,7 @@ describe('dns answers', () => {
     // rename the network
     s.setNetwork({ networkId: 'n1', name: 'edge', internal: false, subnets: ['10.1.0.0/24'] });
     expect(addrs((await ask(SB1, { name: 'frontend.edge' })).msg)).toEqual(['10.1.0.9']);
-    expect((await ask(SB1, { name: 'frontend.front' })).msg.rcode).toBe('SERVFAIL'); // no longer a zone of ours
+    expect((await ask(SB1, { name: 'frontend.front' })).msg.rcode).toBe('SERVFAIL'); // no longer a zone of ours: forwarded
     expect((await ask(SB1, { name: '9.0.1.10.in-addr.arpa', type: 'PTR' })).msg.answers[0]!.data).toBe('frontend.edge');
     // leave
     s.removeEndpoint('e1');
@@ -300,7 +305,7 @@ describe('dns answers', () => {
     const anon = await ask(N1, { name: 'web' }, { clientAddress: '10.1.0.200' });
     expect(addrs(anon.msg)).toEqual(['10.1.0.2']);
     expect((await ask(N1, { name: 'db' }, { clientAddress: '10.1.0.200' })).msg.rcode).toBe('NXDOMAIN');
-    expect((await ask(N1, { name: 'db.back' }, { clientAddress: '10.1.0.200' })).msg.rcode).toBe('SERVFAIL'); // forwarded
+    expect((await ask(N1, { name: 'db.back' }, { clientAddress: '10.1.0.200' })).msg.rcode).toBe('NXDOMAIN'); // tnet's zone: never forwarded
     // a known endpoint of sb2 (on n1 and n2) sees what its sandbox sees
     expect(addrs((await ask(N1, { name: 'db' }, { clientAddress: '10.1.0.3' })).msg)).toEqual(['10.2.0.4']);
     // IPv6 and IPv4-mapped sources

@@ -1,0 +1,234 @@
+/**
+ * Macvlan endpoint setup benchmark (issue 11, "Speed"): N lab sandboxes joined to one macvlan
+ * network (bridge mode) on a veth parent: the sub-interface born in the sandbox, address, routes,
+ * up. Timed against the CNI macvlan plugin (+ host-local IPAM) in the same run.
+ * A benchmark, not a test: it prints JSON lines on stdout and progress on stderr.
+ *
+ * Command (as root, from the repository root; the core runs from dist/, so build it first):
+ *
+ *   npx tsc -p tsconfig.json && \
+ *   node --import ./node_modules/@tapjs/typescript/dist/esm/import.mjs scripts/bench-macvlan.ts [--n 300] [--rounds 3]
+ *
+ * Options: --n N (default 300), --settle S (seconds, default $SETTLE or 2), --rounds R (peer and
+ * tnet alternate R times; the ratios use medians; default 1), --no-peers (tnet only).
+ *
+ * What it does:
+ *  1. The peer, from the host namespace (it builds its own pk-* namespaces, with a veth parent, as
+ *     the kernel here has no dummy links): ../shared/peers/endpoint-setup.sh cni-macvlan N.
+ *  2. tnet, re-executed in its own network + mount namespace as the tests are (the host is never
+ *     touched): a veth parent with its far end up, one macvlan network on it, N sandboxes made
+ *     (timed apart, as the peer's `ip netns add`), then N connects one after the other (timed:
+ *     setup_ms), verified (every endpoint has its IPv4, a sample holds it on eth0 as a macvlan, s1
+ *     pings sN), torn down (deleteSandbox each: teardown_ms), nothing left. The DNS service runs as
+ *     in the daemon (127.0.0.11 listeners and resolv.conf in every sandbox): the peer does less.
+ *  3. JSON lines with the peer's keys, then one line of ratios against the targets (>= 6x faster
+ *     than CNI macvlan per endpoint, < 1 ms per endpoint).
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { Controller as ControllerT } from '../libnetwork/controller.js';
+import { rerunInPrivateNamespace } from '../test/private-namespace.js';
+
+type ControllerModule = typeof import('../libnetwork/controller.js');
+type DnsModule = typeof import('../dns/service.js');
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const PEERS = resolve(ROOT, '../shared/peers');
+const SUBNET = '10.77.0.0/16';
+const NET = 'bench';
+const PARENT = 'bench-ul0';
+const TARGETS = { vsCniMacvlan: 6, perEndpointMs: 1 };
+
+interface Result {
+  tool: string;
+  n: number;
+  setup_ms: number;
+  per_endpoint_ms: number;
+  teardown_ms: number;
+  netns_create_ms: number;
+  verified: boolean;
+  [extra: string]: unknown;
+}
+
+const { values: opt } = parseArgs({
+  options: {
+    n: { type: 'string', default: '300' },
+    settle: { type: 'string', default: process.env.SETTLE ?? '2' },
+    'no-peers': { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '1' },
+  },
+});
+const N = Number(opt.n);
+const SETTLE_S = Number(opt.settle);
+const ROUNDS = Number(opt.rounds);
+if (!Number.isInteger(N) || N < 2) fail(`--n must be an integer >= 2 (got ${opt.n})`);
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1) fail(`--rounds must be a positive integer (got ${opt.rounds})`);
+
+function fail(msg: string): never {
+  process.stderr.write(`[bench-macvlan] FAIL: ${msg}\n`);
+  process.exit(1);
+}
+const progress = (msg: string) => process.stderr.write(`[bench-macvlan] ${msg}\n`);
+const emit = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const r2 = (x: number) => Math.round(x * 100) / 100;
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : r2((s[m - 1]! + s[m]!) / 2);
+}
+
+/** % of the wall time since the call in which some task waited for a CPU (/proc/pressure/cpu): how far to trust a number on this shared machine. */
+function stallMeter(): () => number | undefined {
+  const read = () => {
+    try {
+      const m = /^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'));
+      return m ? Number(m[1]) : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const s0 = read();
+  const t0 = performance.now();
+  return () => {
+    const s1 = read();
+    return s0 === undefined || s1 === undefined ? undefined : r2(((s1 - s0) / 1000 / (performance.now() - t0)) * 100);
+  };
+}
+
+function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status ?? r.signal}: ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+// ------------------------------------------------------------------ host side: the peer, isolation, ratios
+
+async function runPeer(): Promise<Result> {
+  progress(`peer cni-macvlan x${N}`);
+  const stall = stallMeter();
+  const out = run(join(PEERS, 'endpoint-setup.sh'), ['cni-macvlan', String(N)], { SETTLE: String(SETTLE_S) });
+  return { ...(JSON.parse(out.trim().split('\n').pop()!) as Result), cpu_stall_pct: stall() };
+}
+
+function runIsolated(): Result[] {
+  const r = rerunInPrivateNamespace('TNET_BENCH_ISOLATED', { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 16 << 20 });
+  if (r.error) fail(`cannot isolate the benchmark (unshare): ${r.error.message}`);
+  const lines = String(r.stdout).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Result);
+  if (r.status !== 0) {
+    for (const l of lines) emit(l);
+    fail(`the isolated tnet run exited ${r.status ?? r.signal}`);
+  }
+  return lines;
+}
+
+async function hostMain(): Promise<void> {
+  if (process.getuid?.() !== 0) fail('needs root (it creates namespaces and links)');
+  if (!opt['no-peers']) progress(run(join(PEERS, 'setup.sh'), []).trim().split('\n').pop()!);
+  const peers: Result[] = [];
+  const tnet: Result[] = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    const tag = ROUNDS > 1 ? { round } : {};
+    if (!opt['no-peers']) {
+      const p = { ...(await runPeer()), ...tag };
+      peers.push(p);
+      emit(p);
+    }
+    for (const l of runIsolated()) {
+      tnet.push(l);
+      emit({ ...l, ...tag });
+    }
+  }
+  const tnetMs = median(tnet.map((r) => r.per_endpoint_ms));
+  const out: Record<string, unknown> = { ratios: true, n: N, rounds: ROUNDS, tnet_per_endpoint_ms: tnetMs };
+  if (peers.length) {
+    const peerMs = median(peers.map((r) => r.per_endpoint_ms));
+    const ratio = r2(peerMs / tnetMs);
+    // Per round (the peer and tnet back to back): on this shared machine a busy spell can hit one
+    // round only, and the paired ratios show it.
+    const paired = peers.map((p, i) => r2(p.per_endpoint_ms / (tnet[i]?.per_endpoint_ms ?? NaN)));
+    Object.assign(out, {
+      cni_macvlan_per_endpoint_ms: peerMs,
+      cni_macvlan_over_tnet: ratio,
+      cni_macvlan_over_tnet_by_round: paired,
+      teardown_cni_macvlan_over_tnet: r2(median(peers.map((r) => r.teardown_ms)) / median(tnet.map((r) => r.teardown_ms))),
+      targets: { cni_macvlan_over_tnet: `${ratio} >= ${TARGETS.vsCniMacvlan}`, per_endpoint_ms: `${tnetMs} < ${TARGETS.perEndpointMs}` },
+      met: { cni_macvlan: ratio >= TARGETS.vsCniMacvlan, per_endpoint: tnetMs < TARGETS.perEndpointMs },
+    });
+  }
+  out.loadavg_1m = r2(loadavg()[0]!);
+  emit(out);
+  if (tnet.some((t) => !t.verified)) fail('the tnet run was not verified (see above)');
+}
+
+// ------------------------------------------------------------------ isolated side: tnet
+
+function verify(c: ControllerT): void {
+  const netId = c.network(NET).id;
+  const eps = c.endpoints().filter((e) => e.networkId === netId);
+  if (eps.length !== N) throw new Error(`${eps.length} endpoints ready, expected ${N}`);
+  const ipOf = new Map<string, string | undefined>(eps.map((e) => [e.name, e.ipv4?.toString()]));
+  if ([...ipOf.values()].some((a) => !a) || new Set(ipOf.values()).size !== N) throw new Error('an endpoint lacks an IPv4, or two share one');
+  const sample = [...new Set([1, 2, Math.ceil(N / 2), N])];
+  for (const i of sample) {
+    const got = run('ip', ['-n', `tn-s${i}`, '-d', '-o', 'addr', 'show', 'dev', 'eth0']);
+    const link = run('ip', ['-n', `tn-s${i}`, '-d', '-o', 'link', 'show', 'dev', 'eth0']);
+    if (!got.includes(`inet ${ipOf.get(`s${i}`)}/16 `) || !/macvlan mode bridge/.test(link)) throw new Error(`tn-s${i} eth0 is not the macvlan with its address: ${got}${link}`);
+  }
+  run('ip', ['netns', 'exec', 'tn-s1', 'ping', '-c', '2', '-i', '0.2', '-W', '1', ipOf.get(`s${N}`)!]);
+  progress(`verified: ${N} addresses, sample ${sample.join(',')} on eth0 (macvlan), ping s1 -> s${N} ok`);
+}
+
+async function isolatedMain(): Promise<void> {
+  const core = (await import(join(ROOT, 'dist/libnetwork/controller.js'))) as ControllerModule;
+  const dnsService = (await import(join(ROOT, 'dist/dns/service.js'))) as DnsModule;
+  run('sh', ['-c', `ip link set lo up && ip link add ${PARENT} type veth peer name ${PARENT}p && ip link set ${PARENT}p up && ip link set ${PARENT} up`]);
+  const stateDir = mkdtempSync(join(tmpdir(), 'tnet-bench-'));
+  const c = await core.Controller.open({ stateDir, scope: '' });
+  const dns = await dnsService.startDnsService(c, { upstreams: ['127.0.0.1:9'] });
+  let verified = false;
+  try {
+    await c.createNetwork({ name: NET, driver: 'macvlan', subnet: SUBNET, options: { parent: PARENT } });
+    progress(`settle ${SETTLE_S}s`);
+    await sleep(SETTLE_S * 1000);
+    const stall = stallMeter();
+    let t0 = performance.now();
+    for (let i = 1; i <= N; i++) await c.createSandbox({ name: `s${i}` });
+    const nsMs = performance.now() - t0;
+    t0 = performance.now();
+    for (let i = 1; i <= N; i++) await c.connect(NET, `s${i}`);
+    const setupMs = performance.now() - t0;
+    const setupStall = stall();
+    try {
+      verify(c);
+      verified = true;
+    } catch (e) {
+      progress(`NOT verified: ${(e as Error).message}`);
+    }
+    t0 = performance.now();
+    for (let i = 1; i <= N; i++) await c.deleteSandbox(`s${i}`);
+    const teardownMs = performance.now() - t0;
+    await c.deleteNetwork(NET);
+    const left = readdirSync('/run/netns');
+    if (left.length) {
+      progress(`left behind: ${left.length} namespaces`);
+      verified = false;
+    }
+    emit({
+      tool: 'tnet-macvlan', n: N, setup_ms: r2(setupMs), per_endpoint_ms: r2(setupMs / N), teardown_ms: r2(teardownMs),
+      netns_create_ms: r2(nsMs), verified, teardown_per_endpoint_ms: r2(teardownMs / N), cpu_stall_pct: setupStall,
+    });
+  } finally {
+    await dns.close();
+    c.close();
+    rmSync(stateDir, { recursive: true, force: true });
+    spawnSync('ip', ['link', 'del', PARENT]);
+  }
+}
+
+if (process.env.TNET_BENCH_ISOLATED === '1') await isolatedMain();
+else await hostMain();
