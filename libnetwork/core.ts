@@ -69,7 +69,7 @@ export function ownedElsewhere(kind: 'network' | 'sandbox', name: string, owner:
 /** Kernel errors carry errno names; the faces want a TnetError with a code. */
 export function explain(e: unknown): unknown {
   if (e instanceof KernelError) {
-    const code = e.errno === 'EEXIST' ? 'conflict' : e.errno.startsWith('EOPNOTSUPP') ? 'unsupported' : 'kernel';
+    const code = e.errno === 'EEXIST' ? 'conflict' : /^E(OPNOTSUPP|NOTSUP)/.test(e.errno) ? 'unsupported' : 'kernel';
     return new TnetError(code, e.message, { object: e.object, cause: e });
   }
   return e;

@@ -103,6 +103,11 @@ export interface Driver {
   ifacePrefix?(net: Network): string;
   /** The host address published ports bind to when a request names none ('' = every address). */
   defaultHostIp?(net: Network): string;
+  /**
+   * Publishes ports. A driver without it maps none (macvlan: an endpoint is reached at its own
+   * address): the core refuses a lab connect that asks for ports, and logs and ignores Docker's
+   * -p (the container starts, as with Docker's own macvlan driver), reserving no host port.
+   */
   programExternalConnectivity?(net: Network, ep: Endpoint, ports: readonly PortMapping[], t: Txn): Promise<void>;
   revokeExternalConnectivity?(net: Network, ep: Endpoint, ports: readonly PortMapping[]): Promise<void>;
   /**

@@ -62,6 +62,11 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
       if (requests.length && net.internal)
         throw invalid(`network "${net.name}" is internal: it has no way in from outside, so ports cannot be published`, `network "${net.name}"`);
       const d = core.driver(net.driver);
+      if (requests.length && !d.programExternalConnectivity)
+        throw invalid(
+          `network "${net.name}" is a ${net.driver} network: its endpoints are reached at their own address, and ports are not published (Docker ignores -p on ${net.driver} too)`,
+          `network "${net.name}"`,
+        );
       const ports = await choosePorts(core.state, await publishRequests(requests, publishTarget(core, net)));
       const id = newId();
       // The intent (with its ports) first; then the addresses, owned by the endpoint's id, so a
@@ -105,10 +110,13 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
       }
       // The addresses are recorded with the 'ready' flip: until then they are found by their owner
       // (the endpoint's id), which is how the reconcile gives back those of an interrupted connect.
-      core.state.tx(() => {
+      // The flip is on disk before connect returns, through a group commit shared with the
+      // connects running alongside (one fsync for a lab's LAN ports, not one each).
+      core.state.unsynced(() => {
         core.state.setEndpointAddresses(id, ep.ipv4, ep.ipv6, ep.mac);
         core.state.setEndpointState(id, 'ready');
       });
+      await core.state.synced();
       failpoint('connect:ready');
       const ready = { ...ep, state: 'ready' as const };
       core.events.emit('endpoint', 'up', ready, net, sb);
@@ -363,7 +371,11 @@ export async function publishPorts(core: Core, netRef: string, id: string, reque
   const ep0 = endpointOf(core, net, id);
   if (net.internal || requests.length === 0 || ep0.ports.length > 0) return ep0.ports;
   const d = core.driver(net.driver);
-  if (!d.programExternalConnectivity) throw invalid(`driver ${net.driver} does not publish ports`, `network "${net.name}"`);
+  if (!d.programExternalConnectivity) {
+    // Docker's own macvlan driver logs this and the container starts; no host port is reserved.
+    log.warn({ network: net.name, endpoint: short(ep0.id), driver: net.driver }, `${net.driver} driver does not support port mappings`);
+    return [];
+  }
   return core.locks.shared(net.id, async () => {
     const ports = await choosePorts(core.state, await publishRequests(requests, publishTarget(core, net)));
     const ep = core.state.tx(() => {

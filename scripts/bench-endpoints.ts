@@ -37,7 +37,7 @@
  * CPU (/proc/pressure/cpu): this machine is shared, and a high value means the number is inflated.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -45,6 +45,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Controller as ControllerT } from '../libnetwork/controller.js';
 import { rerunInPrivateNamespace } from '../test/private-namespace.js';
+import { benchOutput, median, r2, run, sleep, stallMeter } from './bench-kit.js';
+
+const { fail, progress, emit } = benchOutput('bench-endpoints');
 
 type ControllerModule = typeof import('../libnetwork/controller.js');
 type KernelModule = typeof import('../libnetwork/kernel/index.js');
@@ -87,55 +90,11 @@ if (!Number.isInteger(ROUNDS) || ROUNDS < 1) fail(`--rounds must be a positive i
 
 // ------------------------------------------------------------------ small helpers
 
-function fail(msg: string): never {
-  process.stderr.write(`[bench-endpoints] FAIL: ${msg}\n`);
-  process.exit(1);
-}
-const progress = (msg: string) => process.stderr.write(`[bench-endpoints] ${msg}\n`);
-const emit = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const r2 = (x: number) => Math.round(x * 100) / 100;
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : r2((s[m - 1]! + s[m]!) / 2);
-}
-
-/**
- * CPU pressure stall time (/proc/pressure/cpu "some", µs): on a shared 2-core machine other work
- * competes with a phase, and its share of the phase's wall time says how far to trust the number.
- */
-function cpuStallUs(): number | undefined {
-  try {
-    const m = /^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Starts a stall meter; calling the result gives the % of wall time since then that some task waited for a CPU. */
-function stallMeter(): () => number | undefined {
-  const s0 = cpuStallUs();
-  const t0 = performance.now();
-  return () => {
-    const s1 = cpuStallUs();
-    return s0 === undefined || s1 === undefined ? undefined : r2(((s1 - s0) / 1000 / (performance.now() - t0)) * 100);
-  };
-}
-
 /** Runs `fn` and returns its result with its stall % (see stallMeter). */
 async function withStall<T>(fn: () => Promise<T> | T): Promise<[T, number | undefined]> {
   const stall = stallMeter();
   const out = await fn();
   return [out, stall()];
-}
-
-/** Runs a command, throwing with its output if it fails. */
-function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status ?? r.signal}: ${r.stderr}${r.stdout}`);
-  return r.stdout;
 }
 
 /** Newest .ts under the compiled folders newer than its dist/*.js means we would time old code. */

@@ -39,7 +39,7 @@
  * the phase's wall time in which some task waited for a CPU: this machine is shared.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -49,6 +49,9 @@ import type { Controller as ControllerT } from '../libnetwork/controller.js';
 import type { LabApplyResult } from '../libnetwork/lab/apply.js';
 import type { LabSpec } from '../libnetwork/lab/topology.js';
 import { rerunInPrivateNamespace } from '../test/private-namespace.js';
+import { benchOutput, median, r2, run, sleep, stallMeter } from './bench-kit.js';
+
+const { fail, progress, emit } = benchOutput('bench-labs');
 
 type ControllerModule = typeof import('../libnetwork/controller.js');
 type DnsModule = typeof import('../dns/service.js');
@@ -120,46 +123,6 @@ const ALL = () => [lanLab(LAN), leafSpineLab(8, 32), ringLab(RING)];
 const selected = () => ALL().filter((t) => !opt.only?.length || opt.only.includes(t.name));
 
 // ------------------------------------------------------------------ small helpers
-
-function fail(msg: string): never {
-  process.stderr.write(`[bench-labs] FAIL: ${msg}\n`);
-  process.exit(1);
-}
-const progress = (msg: string) => process.stderr.write(`[bench-labs] ${msg}\n`);
-const emit = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const r2 = (x: number) => Math.round(x * 100) / 100;
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : r2((s[m - 1]! + s[m]!) / 2);
-}
-
-/** CPU pressure stall time (/proc/pressure/cpu "some", µs). */
-function cpuStallUs(): number | undefined {
-  try {
-    const m = /^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Starts a stall meter; calling the result gives the % of wall time since then that some task waited for a CPU. */
-function stallMeter(): () => number | undefined {
-  const s0 = cpuStallUs();
-  const t0 = performance.now();
-  return () => {
-    const s1 = cpuStallUs();
-    return s0 === undefined || s1 === undefined ? undefined : r2(((s1 - s0) / 1000 / (performance.now() - t0)) * 100);
-  };
-}
-
-function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status ?? r.signal}: ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
 
 /** Runs a command, resolving with its exit code (for pings in parallel). */
 function runAsync(cmd: string, args: string[]): Promise<number> {

@@ -10,7 +10,8 @@
  *   node --import ./node_modules/@tapjs/typescript/dist/esm/import.mjs scripts/bench-macvlan.ts [--n 300] [--rounds 3]
  *
  * Options: --n N (default 300), --settle S (seconds, default $SETTLE or 2), --rounds R (peer and
- * tnet alternate R times; the ratios use medians; default 1), --no-peers (tnet only).
+ * tnet alternate R times; the ratios use medians; default 1), --no-peers (tnet only), --batch B
+ * (the concurrent variant's width, default 32).
  *
  * What it does:
  *  1. The peer, from the host namespace (it builds its own pk-* namespaces, with a veth parent, as
@@ -18,20 +19,23 @@
  *  2. tnet, re-executed in its own network + mount namespace as the tests are (the host is never
  *     touched): a veth parent with its far end up, one macvlan network on it, N sandboxes made
  *     (timed apart, as the peer's `ip netns add`), then N connects one after the other (timed:
- *     setup_ms), verified (every endpoint has its IPv4, a sample holds it on eth0 as a macvlan, s1
+ *     setup_ms; then again, fresh, in batches of B at once: the concurrent variant), verified (every endpoint has its IPv4, a sample holds it on eth0 as a macvlan, s1
  *     pings sN), torn down (deleteSandbox each: teardown_ms), nothing left. The DNS service runs as
  *     in the daemon (127.0.0.11 listeners and resolv.conf in every sandbox): the peer does less.
  *  3. JSON lines with the peer's keys, then one line of ratios against the targets (>= 6x faster
  *     than CNI macvlan per endpoint, < 1 ms per endpoint).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Controller as ControllerT } from '../libnetwork/controller.js';
 import { rerunInPrivateNamespace } from '../test/private-namespace.js';
+import { benchOutput, median, r2, run, sleep, stallMeter } from './bench-kit.js';
+
+const { fail, progress, emit } = benchOutput('bench-macvlan');
 
 type ControllerModule = typeof import('../libnetwork/controller.js');
 type DnsModule = typeof import('../dns/service.js');
@@ -60,51 +64,17 @@ const { values: opt } = parseArgs({
     settle: { type: 'string', default: process.env.SETTLE ?? '2' },
     'no-peers': { type: 'boolean', default: false },
     rounds: { type: 'string', default: '1' },
+    batch: { type: 'string', default: '32' },
   },
 });
 const N = Number(opt.n);
 const SETTLE_S = Number(opt.settle);
 const ROUNDS = Number(opt.rounds);
+const BATCH = Number(opt.batch);
+if (!Number.isInteger(BATCH) || BATCH < 1) fail(`--batch must be a positive integer (got ${opt.batch})`);
 if (!Number.isInteger(N) || N < 2) fail(`--n must be an integer >= 2 (got ${opt.n})`);
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1) fail(`--rounds must be a positive integer (got ${opt.rounds})`);
 
-function fail(msg: string): never {
-  process.stderr.write(`[bench-macvlan] FAIL: ${msg}\n`);
-  process.exit(1);
-}
-const progress = (msg: string) => process.stderr.write(`[bench-macvlan] ${msg}\n`);
-const emit = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const r2 = (x: number) => Math.round(x * 100) / 100;
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : r2((s[m - 1]! + s[m]!) / 2);
-}
-
-/** % of the wall time since the call in which some task waited for a CPU (/proc/pressure/cpu): how far to trust a number on this shared machine. */
-function stallMeter(): () => number | undefined {
-  const read = () => {
-    try {
-      const m = /^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'));
-      return m ? Number(m[1]) : undefined;
-    } catch {
-      return undefined;
-    }
-  };
-  const s0 = read();
-  const t0 = performance.now();
-  return () => {
-    const s1 = read();
-    return s0 === undefined || s1 === undefined ? undefined : r2(((s1 - s0) / 1000 / (performance.now() - t0)) * 100);
-  };
-}
-
-function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status ?? r.signal}: ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
 
 // ------------------------------------------------------------------ host side: the peer, isolation, ratios
 
@@ -143,21 +113,26 @@ async function hostMain(): Promise<void> {
       emit({ ...l, ...tag });
     }
   }
-  const tnetMs = median(tnet.map((r) => r.per_endpoint_ms));
-  const out: Record<string, unknown> = { ratios: true, n: N, rounds: ROUNDS, tnet_per_endpoint_ms: tnetMs };
+  const seq = tnet.filter((r) => r.variant === 'sequential');
+  const conc = tnet.filter((r) => r.variant === 'concurrent');
+  const tnetMs = median(seq.map((r) => r.per_endpoint_ms));
+  const concMs = median(conc.map((r) => r.per_endpoint_ms));
+  const out: Record<string, unknown> = { ratios: true, n: N, rounds: ROUNDS, tnet_per_endpoint_ms: tnetMs, tnet_concurrent_per_endpoint_ms: concMs };
   if (peers.length) {
     const peerMs = median(peers.map((r) => r.per_endpoint_ms));
     const ratio = r2(peerMs / tnetMs);
+    const concRatio = r2(peerMs / concMs);
     // Per round (the peer and tnet back to back): on this shared machine a busy spell can hit one
     // round only, and the paired ratios show it.
-    const paired = peers.map((p, i) => r2(p.per_endpoint_ms / (tnet[i]?.per_endpoint_ms ?? NaN)));
+    const paired = peers.map((p, i) => r2(p.per_endpoint_ms / (seq[i]?.per_endpoint_ms ?? NaN)));
     Object.assign(out, {
       cni_macvlan_per_endpoint_ms: peerMs,
       cni_macvlan_over_tnet: ratio,
+      cni_macvlan_over_tnet_concurrent: concRatio,
       cni_macvlan_over_tnet_by_round: paired,
-      teardown_cni_macvlan_over_tnet: r2(median(peers.map((r) => r.teardown_ms)) / median(tnet.map((r) => r.teardown_ms))),
+      teardown_cni_macvlan_over_tnet: r2(median(peers.map((r) => r.teardown_ms)) / median(seq.map((r) => r.teardown_ms))),
       targets: { cni_macvlan_over_tnet: `${ratio} >= ${TARGETS.vsCniMacvlan}`, per_endpoint_ms: `${tnetMs} < ${TARGETS.perEndpointMs}` },
-      met: { cni_macvlan: ratio >= TARGETS.vsCniMacvlan, per_endpoint: tnetMs < TARGETS.perEndpointMs },
+      met: { cni_macvlan: ratio >= TARGETS.vsCniMacvlan, per_endpoint: tnetMs < TARGETS.perEndpointMs, concurrent_per_endpoint: concMs < TARGETS.perEndpointMs },
     });
   }
   out.loadavg_1m = r2(loadavg()[0]!);
@@ -187,20 +162,41 @@ async function isolatedMain(): Promise<void> {
   const core = (await import(join(ROOT, 'dist/libnetwork/controller.js'))) as ControllerModule;
   const dnsService = (await import(join(ROOT, 'dist/dns/service.js'))) as DnsModule;
   run('sh', ['-c', `ip link set lo up && ip link add ${PARENT} type veth peer name ${PARENT}p && ip link set ${PARENT}p up && ip link set ${PARENT} up`]);
+  try {
+    for (const [variant, batch] of [['sequential', 1], ['concurrent', BATCH]] as const) await variantMain(core, dnsService, variant, batch);
+  } finally {
+    spawnSync('ip', ['link', 'del', PARENT]);
+  }
+}
+
+/** Runs `fn(1..n)` in batches of `width` at once (1: one after the other, as the peer does). */
+async function batches(n: number, width: number, fn: (i: number) => Promise<unknown>): Promise<void> {
+  for (let i = 1; i <= n; i += width) {
+    const work: Promise<unknown>[] = [];
+    for (let j = i; j < i + width && j <= n; j++) work.push(fn(j));
+    await Promise.all(work);
+  }
+}
+
+/**
+ * One variant on a fresh state: sequential (what the peer and `tnet connect` in a loop do) or
+ * concurrent (the calls in batches, as a lab's LAN ports or many Docker containers starting).
+ */
+async function variantMain(core: ControllerModule, dnsService: DnsModule, variant: string, batch: number): Promise<void> {
   const stateDir = mkdtempSync(join(tmpdir(), 'tnet-bench-'));
   const c = await core.Controller.open({ stateDir, scope: '' });
   const dns = await dnsService.startDnsService(c, { upstreams: ['127.0.0.1:9'] });
   let verified = false;
   try {
     await c.createNetwork({ name: NET, driver: 'macvlan', subnet: SUBNET, options: { parent: PARENT } });
-    progress(`settle ${SETTLE_S}s`);
+    progress(`${variant}: settle ${SETTLE_S}s`);
     await sleep(SETTLE_S * 1000);
     const stall = stallMeter();
     let t0 = performance.now();
-    for (let i = 1; i <= N; i++) await c.createSandbox({ name: `s${i}` });
+    await batches(N, batch, (i) => c.createSandbox({ name: `s${i}` }));
     const nsMs = performance.now() - t0;
     t0 = performance.now();
-    for (let i = 1; i <= N; i++) await c.connect(NET, `s${i}`);
+    await batches(N, batch, (i) => c.connect(NET, `s${i}`));
     const setupMs = performance.now() - t0;
     const setupStall = stall();
     try {
@@ -210,7 +206,7 @@ async function isolatedMain(): Promise<void> {
       progress(`NOT verified: ${(e as Error).message}`);
     }
     t0 = performance.now();
-    for (let i = 1; i <= N; i++) await c.deleteSandbox(`s${i}`);
+    await batches(N, batch, (i) => c.deleteSandbox(`s${i}`));
     const teardownMs = performance.now() - t0;
     await c.deleteNetwork(NET);
     const left = readdirSync('/run/netns');
@@ -219,14 +215,13 @@ async function isolatedMain(): Promise<void> {
       verified = false;
     }
     emit({
-      tool: 'tnet-macvlan', n: N, setup_ms: r2(setupMs), per_endpoint_ms: r2(setupMs / N), teardown_ms: r2(teardownMs),
+      tool: 'tnet-macvlan', variant, batch, n: N, setup_ms: r2(setupMs), per_endpoint_ms: r2(setupMs / N), teardown_ms: r2(teardownMs),
       netns_create_ms: r2(nsMs), verified, teardown_per_endpoint_ms: r2(teardownMs / N), cpu_stall_pct: setupStall,
     });
   } finally {
     await dns.close();
     c.close();
     rmSync(stateDir, { recursive: true, force: true });
-    spawnSync('ip', ['link', 'del', PARENT]);
   }
 }
 

@@ -272,22 +272,6 @@ export class MacvlanDriver implements Driver {
     if (ep.sandboxId === undefined) await linkDelIfExists(h, handoffName(ep.id));
   }
 
-  /**
-   * Ports: a macvlan endpoint is reached at its own address on the segment, nothing to map.
-   * Docker's driver only logs and the container starts; a lab connect asking for them is refused.
-   */
-  async programExternalConnectivity(net: Network, ep: Endpoint, ports: readonly PortMapping[]): Promise<void> {
-    if (ports.length === 0) return;
-    if (ep.sandboxId !== undefined)
-      throw invalid(
-        `network "${net.name}" is a macvlan network: its endpoints are reached at their own address on the segment, and ports are not published (Docker ignores -p on macvlan too)`,
-        `network "${net.name}"`,
-      );
-    this.ctx.log.warn({ network: net.name, endpoint: ep.id.slice(0, 12) }, 'macvlan driver does not support port mappings');
-  }
-
-  async revokeExternalConnectivity(): Promise<void> {}
-
   async restore(nets: readonly Network[], eps: readonly Endpoint[]): Promise<void> {
     const h = this.ctx.rtnl;
     this.parentIndexes.clear();

@@ -100,12 +100,12 @@ export interface LabContext {
  */
 const CONCURRENCY = 4;
 
-const LAB_NAME = /^[a-zA-Z0-9]([a-zA-Z0-9_-]{0,30}[a-zA-Z0-9])?$/;
+const LAB_NAME = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?$/; // as check.ts: a DNS label, at most LAB_NAME_MAX
 
 /** A lab name: a DNS label (nodes resolve as NODE.LAB), short enough for namespace names. */
 export function checkLabName(name: unknown): string {
   if (typeof name !== 'string' || !LAB_NAME.test(name))
-    throw invalid(`lab name ${JSON.stringify(name)} must be 1-32 letters, digits, "-" or "_", starting and ending with a letter or digit`, 'lab');
+    throw invalid(`lab name ${JSON.stringify(name)} must be 1-32 letters, digits or "-", starting and ending with a letter or digit (it is the DNS suffix of its nodes)`, 'lab');
   return name;
 }
 

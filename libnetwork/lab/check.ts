@@ -20,7 +20,7 @@ import type { LabLinkSpec, LabNetworkSpec, LabNodeSpec, LabProblem, LabSpec, Spe
  * Lab names are part of every namespace name (`tn-LAB+NODE`), every node's DNS name (`NODE.LAB`)
  * and every `tnet exec LAB NODE`: kept short so that these stay readable in `ip netns` and logs.
  */
-export const LAB_NAME_MAX = 12;
+export const LAB_NAME_MAX = 32;
 const DEFAULT_MTU = 1500;
 
 /**
@@ -378,7 +378,7 @@ class Rules {
     if (name.length > LAB_NAME_MAX) {
       this.add(
         ['name'],
-        `lab name "${name}" is ${name.length} characters; at most ${LAB_NAME_MAX}, because it is part of the name of every namespace the lab makes (tn-${name}+NODE), of every node's DNS name (NODE.${name}) and of every command that names the lab`,
+        `lab name "${name}" is ${name.length} characters; at most ${LAB_NAME_MAX}: it is part of the name of every namespace the lab makes (tn-${name}+NODE), of every node's DNS name (NODE.${name}) and of every command that names the lab`,
       );
     } else if (!DNS_LABEL.test(name)) {
       this.add(['name'], `lab name "${name}" may only contain letters, digits and "-", and must start and end with a letter or digit: it is the DNS suffix of the lab's nodes (r1.${name})`);

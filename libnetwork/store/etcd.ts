@@ -30,7 +30,8 @@ import {
   type WatchEvent,
   type WatchOptions,
   WatchQueue,
-  leasedPuts,
+  PublishedKeys,
+  TransactionalStore,
 } from './global.js';
 
 /** A parsed `--store` value. */
@@ -159,9 +160,9 @@ const toKv = (kv: RawKv): KeyValue => ({
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export class EtcdGlobalStore implements GlobalStore {
+export class EtcdGlobalStore extends TransactionalStore implements GlobalStore {
   lease = '0';
-  private readonly published = new Map<string, string>();
+  private readonly published = new PublishedKeys();
   private readonly listeners = new Set<(e: StoreEvent) => void>();
   private readonly watches = new Set<Watch>();
   private keepalive: NodeJS.Timeout | undefined;
@@ -174,7 +175,9 @@ export class EtcdGlobalStore implements GlobalStore {
     readonly endpoint: string,
     readonly ttl: number,
     private readonly timeoutMs: number,
-  ) {}
+  ) {
+    super();
+  }
 
   /**
    * Connects and grants this host's lease. Rejects 'unavailable' naming the endpoint when etcd
@@ -327,17 +330,7 @@ export class EtcdGlobalStore implements GlobalStore {
       this.setDown(true, this.wrap(e, 'granting a new lease'));
       return; // the next tick finds TTL 0 again and retries
     }
-    const republished: string[] = [];
-    const conflicts: string[] = [];
-    for (const [key, value] of [...this.published]) {
-      try {
-        const r = await this.rawCommit([{ key, absent: true }], [{ put: key, value, leased: true }]);
-        (r.ok ? republished : conflicts).push(key);
-        if (!r.ok) this.published.delete(key);
-      } catch {
-        conflicts.push(key);
-      }
-    }
+    const { republished, conflicts } = await this.published.republish((c, o) => this.rawCommit(c, o));
     this.emit({ type: 'lease-renewed', lease: this.lease, republished, conflicts });
   }
 
@@ -379,33 +372,15 @@ export class EtcdGlobalStore implements GlobalStore {
   async commit(compares: readonly Compare[], ops: readonly Op[]): Promise<CommitResult> {
     const r = await this.call('a transaction', () => this.rawCommit(compares, ops));
     if (r.ok) {
-      for (const op of ops) {
-        if ('delete' in op) this.published.delete(op.delete);
-        else if ('put' in op) {
-          if (!op.leased) this.published.delete(op.put);
-        } else for (const k of [...this.published.keys()]) if (k.startsWith(op.deletePrefix)) this.published.delete(k);
-      }
-      for (const { key, value } of leasedPuts(ops)) this.published.set(key, value);
+      this.published.note(ops);
     }
     return r;
-  }
-
-  async create(key: string, value: string, opts?: { leased?: boolean }): Promise<boolean> {
-    return (await this.commit([{ key, absent: true }], [{ put: key, value, leased: opts?.leased }])).ok;
-  }
-
-  async swap(key: string, modRevision: number, value: string, opts?: { leased?: boolean }): Promise<boolean> {
-    return (await this.commit([{ key, modRevision }], [{ put: key, value, leased: opts?.leased }])).ok;
-  }
-
-  async put(key: string, value: string, opts?: { leased?: boolean }): Promise<void> {
-    await this.commit([], [{ put: key, value, leased: opts?.leased }]);
   }
 
   async delete(key: string): Promise<boolean> {
     return this.call(`deleting ${key}`, async () => {
       const r = await this.client.kv.deleteRange({ key: Buffer.from(key) });
-      this.published.delete(key);
+      this.published.forget(key);
       return Number(r.deleted) > 0;
     });
   }

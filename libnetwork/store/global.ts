@@ -125,10 +125,61 @@ export interface GlobalStore {
 export const DEFAULT_LEASE_TTL = 5;
 
 /** Ops that put under the lease, to re-publish them after a lease loss. */
-export function leasedPuts(ops: readonly Op[]): { key: string; value: string }[] {
-  const out: { key: string; value: string }[] = [];
-  for (const op of ops) if ('put' in op && op.leased) out.push({ key: op.put, value: op.value });
-  return out;
+/**
+ * The keys this host wrote under its lease, with their values: what it writes again (create if
+ * absent) under a new lease when the old one was lost, so its records come back without taking a
+ * key another host wrote meanwhile.
+ */
+export class PublishedKeys {
+  private readonly keys = new Map<string, string>();
+
+  /** Follows a transaction that succeeded. */
+  note(ops: readonly Op[]): void {
+    for (const op of ops) {
+      if ('delete' in op) this.keys.delete(op.delete);
+      else if ('put' in op) {
+        if (op.leased) this.keys.set(op.put, op.value);
+        else this.keys.delete(op.put);
+      } else for (const k of [...this.keys.keys()]) if (k.startsWith(op.deletePrefix)) this.keys.delete(k);
+    }
+  }
+
+  forget(key: string): void {
+    this.keys.delete(key);
+  }
+
+  /** Writes every key again through `commit` (under the new lease); a key now held elsewhere is a conflict and forgotten. */
+  async republish(commit: (compares: readonly Compare[], ops: readonly Op[]) => Promise<CommitResult> | CommitResult): Promise<{ republished: string[]; conflicts: string[] }> {
+    const republished: string[] = [];
+    const conflicts: string[] = [];
+    for (const [key, value] of [...this.keys]) {
+      try {
+        const r = await commit([{ key, absent: true }], [{ put: key, value, leased: true }]);
+        (r.ok ? republished : conflicts).push(key);
+        if (!r.ok) this.keys.delete(key);
+      } catch {
+        conflicts.push(key);
+      }
+    }
+    return { republished, conflicts };
+  }
+}
+
+/** The shapes every store builds on its one transaction verb. */
+export abstract class TransactionalStore {
+  abstract commit(compares: readonly Compare[], ops: readonly Op[]): Promise<CommitResult>;
+
+  async create(key: string, value: string, opts?: { leased?: boolean }): Promise<boolean> {
+    return (await this.commit([{ key, absent: true }], [{ put: key, value, leased: opts?.leased }])).ok;
+  }
+
+  async swap(key: string, modRevision: number, value: string, opts?: { leased?: boolean }): Promise<boolean> {
+    return (await this.commit([{ key, modRevision }], [{ put: key, value, leased: opts?.leased }])).ok;
+  }
+
+  async put(key: string, value: string, opts?: { leased?: boolean }): Promise<void> {
+    await this.commit([], [{ put: key, value, leased: opts?.leased }]);
+  }
 }
 
 /**

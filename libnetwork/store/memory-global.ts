@@ -18,7 +18,8 @@ import {
   type WatchEvent,
   type WatchOptions,
   WatchQueue,
-  leasedPuts,
+  PublishedKeys,
+  TransactionalStore,
 } from './global.js';
 
 interface Change {
@@ -194,10 +195,10 @@ export class MemoryCluster {
 }
 
 /** One host's client of a MemoryCluster. */
-export class MemoryGlobalStore implements GlobalStore {
+export class MemoryGlobalStore extends TransactionalStore implements GlobalStore {
   readonly endpoint: string;
   lease = '0';
-  private readonly published = new Map<string, string>();
+  private readonly published = new PublishedKeys();
   private readonly listeners = new Set<(e: StoreEvent) => void>();
   private readonly watches = new Set<Watch>();
   private keepalive: NodeJS.Timeout | undefined;
@@ -208,6 +209,7 @@ export class MemoryGlobalStore implements GlobalStore {
     private readonly cluster: MemoryCluster,
     readonly ttl: number,
   ) {
+    super();
     this.endpoint = cluster.endpoint;
   }
 
@@ -232,13 +234,8 @@ export class MemoryGlobalStore implements GlobalStore {
     // Lost (we were stalled past the TTL): a new lease, and this host's keys written again.
     this.emit({ type: 'lease-lost', lease: this.lease });
     this.lease = this.cluster.grant(this.ttl);
-    const republished: string[] = [];
-    const conflicts: string[] = [];
-    for (const [key, value] of this.published) {
-      const r = this.cluster.commit([{ key, absent: true }], [{ put: key, value, leased: true }], this.lease);
-      (r.ok ? republished : conflicts).push(key);
-      if (!r.ok) this.published.delete(key);
-    }
+    const lease = this.lease;
+    const { republished, conflicts } = await this.published.republish((c, o) => this.cluster.commit(c, o, lease));
     this.emit({ type: 'lease-renewed', lease: this.lease, republished, conflicts });
   }
 
@@ -268,27 +265,9 @@ export class MemoryGlobalStore implements GlobalStore {
     this.live();
     const r = this.cluster.commit(compares, ops, this.lease);
     if (r.ok) {
-      for (const op of ops) {
-        if ('delete' in op) this.published.delete(op.delete);
-        else if ('put' in op) {
-          if (!op.leased) this.published.delete(op.put);
-        } else for (const k of [...this.published.keys()]) if (k.startsWith(op.deletePrefix)) this.published.delete(k);
-      }
-      for (const { key, value } of leasedPuts(ops)) this.published.set(key, value);
+      this.published.note(ops);
     }
     return r;
-  }
-
-  async create(key: string, value: string, opts?: { leased?: boolean }): Promise<boolean> {
-    return (await this.commit([{ key, absent: true }], [{ put: key, value, leased: opts?.leased }])).ok;
-  }
-
-  async swap(key: string, modRevision: number, value: string, opts?: { leased?: boolean }): Promise<boolean> {
-    return (await this.commit([{ key, modRevision }], [{ put: key, value, leased: opts?.leased }])).ok;
-  }
-
-  async put(key: string, value: string, opts?: { leased?: boolean }): Promise<void> {
-    await this.commit([], [{ put: key, value, leased: opts?.leased }]);
   }
 
   async delete(key: string): Promise<boolean> {

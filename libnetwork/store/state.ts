@@ -157,6 +157,12 @@ export const migrations: Migration[] = [
     sql: `ALTER TABLE endpoints ADD COLUMN sandbox_key TEXT;`,
   },
   ...labMigrations, // core-4: labs, wires, lab processes (store/labs.ts)
+  {
+    // One row a group commit rewrites with synchronous=FULL (State.synced): its fsync of the WAL
+    // carries every fsync-free commit before it to disk.
+    id: 'core-5',
+    sql: `CREATE TABLE sync_mark (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL); INSERT INTO sync_mark VALUES (1, 0);`,
+  },
 ];
 
 interface NetworkRow {
@@ -296,6 +302,7 @@ export class State {
       sbDelete: db.prepare('DELETE FROM sandboxes WHERE id = ?'),
       epById: db.prepare('SELECT * FROM endpoints WHERE id = ?'),
       eps: db.prepare('SELECT * FROM endpoints ORDER BY created'),
+      syncMark: db.prepare('UPDATE sync_mark SET n = n + 1 WHERE id = 1'),
       epNames: db.prepare('SELECT e.name, e.aliases, e.sandbox_id, n.name AS network FROM endpoints e JOIN networks n ON n.id = e.network_id'),
       epsByNet: db.prepare('SELECT * FROM endpoints WHERE network_id = ? ORDER BY created'),
       epsBySb: db.prepare('SELECT * FROM endpoints WHERE sandbox_id = ? ORDER BY ifname'),
@@ -328,6 +335,36 @@ export class State {
     }
     this.checkpointSoon();
     return r;
+  }
+
+  private syncWaiters: { resolve: () => void; reject: (e: unknown) => void }[] | undefined;
+
+  /**
+   * Resolves once every commit made so far is on disk: a group commit. The callers of one turn of
+   * the event loop share one fsync (a durable write of the sync mark, whose fsync of the WAL takes
+   * every fsync-free commit before it along), so concurrent operations that each committed with
+   * `unsynced` pay for one fsync between them instead of one each.
+   */
+  synced(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (!this.syncWaiters) {
+        this.syncWaiters = [];
+        setImmediate(() => this.flushSynced());
+      }
+      this.syncWaiters.push({ resolve, reject });
+    });
+  }
+
+  private flushSynced(): void {
+    const waiters = this.syncWaiters ?? [];
+    this.syncWaiters = undefined;
+    try {
+      this.tx(() => this.s.syncMark.run());
+    } catch (e) {
+      for (const w of waiters) w.reject(e);
+      return;
+    }
+    for (const w of waiters) w.resolve();
   }
 
   private checkpointTimer: NodeJS.Timeout | undefined;
@@ -369,7 +406,8 @@ export class State {
    *   work they announce: after a power loss those kernel objects are gone too, and the plain tx
    *   (synchronous=FULL) after the kernel work carries the intent to disk with its own fsync;
    * - Docker endpoint rows: they mirror what dockerd keeps itself, and after a power loss dockerd
-   *   makes every endpoint anew (CreateEndpoint) and ignores a driver error on deleting an old one.
+   *   makes every endpoint anew (CreateEndpoint) and ignores a driver error on deleting an old one;
+   * - a final commit the operation awaits `synced()` for before it returns (a group commit).
    * Saves one fsync (~0.25 ms here) per operation.
    */
   unsynced<T>(fn: () => T): T {

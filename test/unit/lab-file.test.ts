@@ -300,7 +300,7 @@ nodes:
 
   it('names: the lab\'s (DNS label, short enough for kernel names), nodes\', networks\' and interfaces\'', () => {
     expect(
-      problems(`name: laboratory-one
+      problems(`name: laboratory-number-one-of-the-west
 networks: { lan_0: {}, h1: {} }
 nodes: { "r.1": {}, h1: {}, H1: {}, r2: {} }
 links:
@@ -309,7 +309,7 @@ links:
   - endpoints: ["r2:lo", "h1"]
 `),
     ).toEqual([
-      "lab.yml:1:7: lab name \"laboratory-one\" is 14 characters; at most 12, because it is part of the name of every namespace the lab makes (tn-laboratory-one+NODE), of every node's DNS name (NODE.laboratory-one) and of every command that names the lab",
+      "lab.yml:1:7: lab name \"laboratory-number-one-of-the-west\" is 33 characters; at most 32: it is part of the name of every namespace the lab makes (tn-laboratory-number-one-of-the-west+NODE), of every node's DNS name (NODE.laboratory-number-one-of-the-west) and of every command that names the lab",
       'lab.yml:2:13: network name "lan_0" may only contain letters, digits and "-" (at most 63), and must start and end with a letter or digit: it is part of DNS names on the network',
       'lab.yml:2:24: "h1" is both a node and a network; a link end "h1" would be ambiguous: rename one',
       'lab.yml:3:10: node name "r.1" may only contain letters, digits and "-" (at most 63), and must start and end with a letter or digit: other nodes resolve it by name',
