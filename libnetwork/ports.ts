@@ -95,8 +95,8 @@ export function publishTarget(core: Core, net: Network): PublishTarget {
 
 /**
  * The requests of one connect or ProgramExternalConnectivity with the network's default host
- * address filled in, refused before anything changes if one could never match: a host address of
- * a family the network has no address of (nothing would carry the traffic to the container), a host
+ * address filled in, refused before anything changes if one could never match: an IPv4 host
+ * address on a network without IPv4 (nothing would carry the traffic to the container), a host
  * address that is not one of the host's own (nothing would ever arrive on it), or two different
  * mappings of one host port. The same mapping given twice is one mapping (as in Docker).
  */
@@ -110,10 +110,11 @@ export async function publishRequests(reqs: readonly PortRequest[], to: PublishT
     const via = r0.hostIp === '' && r.hostIp !== '' ? ` (the host_binding_ipv4 of network "${to.network}")` : '';
     if (r.hostIp !== '') {
       const a = IpAddr.parse(r.hostIp);
-      if (!(a.family === 4 ? to.ipv4 : to.ipv6))
+      // An IPv6 host address on an IPv4-only network works: the userland proxy carries it to the
+      // container's IPv4 address (as docker-proxy does). The reverse has nothing to carry it.
+      if (a.family === 4 && !to.ipv4)
         throw invalid(
-          `${spec}: host address ${a}${via} is IPv${a.family} but network "${to.network}" has no IPv${a.family} subnet, so nothing could carry it to the container` +
-            (a.family === 6 ? ' (create the network with --ipv6, or publish on an IPv4 address)' : ''),
+          `${spec}: host address ${a}${via} is IPv4 but network "${to.network}" has no IPv4 subnet, so nothing could carry it to the container`,
           `port "${publishText(r0)}"`,
         );
       local ??= await to.localAddresses();

@@ -104,7 +104,7 @@ t.test('the CLI and the control API against a real daemon: exit codes, strict in
   const made = await Promise.all(['s1', 's2', 'w', 'w.pub', 'W2'].map((s) => tnet(dir, socket, 'sandbox', 'create', s)));
   t.same(made.map((r) => r.code), [0, 0, 0, 0, 0], 'sandboxes s1, s2, w, w.pub, W2');
   for (const [args, code, re] of [
-    [['connect', 'pub', 's1', '-p', '[::1]:18080:80'], 2, /host address ::1 is IPv6 but network "pub" has no IPv6 subnet/],
+    [['connect', 'pub', 's1', '-p', '[2001:db8::77]:18080:80'], 2, /host address 2001:db8::77 is not an address of this host/],
     [['connect', 'pub', 's1', '-p', '192.0.2.77:18080:80'], 2, /host address 192\.0\.2\.77 is not an address of this host/],
     [['connect', 'pub', 's1', '-p', '18080:80', '-p', '18080:81'], 4, /^tnet: -p 18080:80\/tcp and -p 18080:81\/tcp both ask for host port \*:18080\/tcp; a host port can be published once\n$/],
     [['connect', 'pub', 's1', '-p', '127.0.0.1:18080:80', '-p', '18080:81'], 4, /both ask for host port/],
