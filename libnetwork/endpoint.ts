@@ -50,7 +50,8 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
       const existing = core.state.endpointsOfSandbox(sb.id).find((e) => e.networkId === net.id);
       if (existing) throw conflict(`sandbox "${sb.name}" is already connected to network "${net.name}"`, `sandbox "${sb.name}"`);
       const aliases = (req.aliases ?? []).map(checkAlias);
-      const clash = dnsNameClash([sb.name, ...aliases], net.name, sb.id, core.state.endpointNames());
+      const dnsNames = [sb.name, ...aliases];
+      const clash = dnsNameClash(dnsNames, net.name, sb.id, core.state.endpointNames(dnsNames, net.name));
       if (clash) throw conflict(clash, `sandbox "${sb.name}"`);
       const mac = req.mac === undefined ? undefined : checkMac(req.mac);
       for (const [want, family] of [[req.ip, 4], [req.ip6, 6]] as const) {

@@ -303,7 +303,15 @@ export class State {
       epById: db.prepare('SELECT * FROM endpoints WHERE id = ?'),
       eps: db.prepare('SELECT * FROM endpoints ORDER BY created'),
       syncMark: db.prepare('UPDATE sync_mark SET n = n + 1 WHERE id = 1'),
-      epNames: db.prepare('SELECT e.name, e.aliases, e.sandbox_id, n.name AS network FROM endpoints e JOIN networks n ON n.id = e.network_id'),
+      // The endpoints whose DNS names could clash with the candidates (@keys: a JSON array of the
+      // lower-cased candidate names and of each as NAME.NETWORK): the same name ignoring case,
+      // or one of theirs as NAME.THEIR-NETWORK (names.ts dnsNameClash judges the few rows found).
+      epNames: db.prepare(`
+        SELECT e.name, e.aliases, e.sandbox_id, n.name AS network FROM endpoints e JOIN networks n ON n.id = e.network_id
+        WHERE EXISTS (
+          SELECT 1 FROM (SELECT e.name AS t UNION ALL SELECT value FROM json_each(e.aliases))
+          WHERE lower(t) IN (SELECT value FROM json_each(@keys)) OR lower(t) || '.' || lower(n.name) IN (SELECT value FROM json_each(@keys))
+        )`),
       epsByNet: db.prepare('SELECT * FROM endpoints WHERE network_id = ? ORDER BY created'),
       epsBySb: db.prepare('SELECT * FROM endpoints WHERE sandbox_id = ? ORDER BY ifname'),
       epCountByNet: db.prepare('SELECT count(*) AS n FROM endpoints WHERE network_id = ?'),
@@ -564,12 +572,14 @@ export class State {
   }
 
   /**
-   * Every endpoint's DNS names with its network's name, for the clash check on each connect: one
-   * query and no decoding of addresses (decoding every endpoint and its network per connect made
-   * a 300-node lab LAN quadratic).
+   * The DNS names (with their network's name) of every endpoint that could clash with `names`
+   * joining `network`, for the clash check on each connect: the database finds the few candidates
+   * (reading every endpoint per connect made a 300-node lab LAN quadratic).
    */
-  endpointNames(): { names: string[]; network: string; sandboxId: string | undefined }[] {
-    return (this.s.epNames.all() as { name: string; aliases: string; sandbox_id: string | null; network: string }[]).map((r) => ({
+  endpointNames(names: readonly string[], network: string): { names: string[]; network: string; sandboxId: string | undefined }[] {
+    const lower = names.map((n) => n.toLowerCase());
+    const keys = JSON.stringify([...lower, ...lower.map((n) => `${n}.${network.toLowerCase()}`)]);
+    return (this.s.epNames.all({ keys }) as { name: string; aliases: string; sandbox_id: string | null; network: string }[]).map((r) => ({
       names: [r.name, ...(JSON.parse(r.aliases) as string[])], network: r.network, sandboxId: r.sandbox_id ?? undefined,
     }));
   }
