@@ -9,6 +9,7 @@ import {
   routeAdd, routeList, withRtnl,
 } from './kernel/index.js';
 import type { Endpoint, Network } from './model.js';
+import { conflict } from './errors.js';
 
 /** The gateways a sandbox's default routes go through, if this endpoint supplies them. */
 export function defaultGateways(a: Pick<Attachment, 'gateway4' | 'gateway6'>): IpAddr[] {
@@ -28,6 +29,22 @@ export async function configureInterface(
   a: Attachment,
   opts: { defaultRoute: boolean; repair?: boolean },
 ): Promise<void> {
+  // EADDRINUSE on bringing the link up: a sibling on the same parent (a macvlan) holds this MAC,
+  // most often the endpoint that had this address (the MAC follows it) in a namespace the kernel
+  // is still freeing. Wait for it, up to a second, then say which MAC clashes.
+  for (let waited = 0, delay = 10; ; waited += delay, delay *= 2) {
+    try {
+      return await configureOnce(ns, net, ep, a, { ...opts, repair: opts.repair || waited > 0 });
+    } catch (e) {
+      if (!isErrno(e, 'EADDRINUSE')) throw e;
+      if (waited >= 1000)
+        throw conflict(`MAC address ${ep.mac} of ${ep.ifname} is already used by another interface on the same segment (a macvlan on the same parent); give the endpoint another --mac or address`, `endpoint ${ep.name}`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+async function configureOnce(ns: Netns, net: Network, ep: Endpoint, a: Attachment, opts: { defaultRoute: boolean; repair?: boolean }): Promise<void> {
   await withRtnl(ns, async (s) => {
     const index = a.ifindex ?? (await linkGet(s, ep.ifname)).index;
     const tolerate = (p: Promise<void>) => (opts.repair ? p.catch((e: unknown) => { if (!isErrno(e, 'EEXIST')) throw e; }) : p);

@@ -202,7 +202,20 @@ t.test('parents: checks and messages, 802.1Q on a kernel without it, shared pare
   await rejects(t, c.connect('n1', 'b', { ports: [{ proto: 'tcp', containerPort: 80, hostIp: '', hostPort: 8080, hostPortEnd: 0 }] }),
     'invalid-argument', /ports are not published/, 'publishing a port on a macvlan endpoint');
   await c.deleteNetwork('n1').catch(() => undefined);
+  // One MAC twice on a parent: the kernel says EADDRINUSE; tnet waits a moment for an endpoint
+  // that is going (its namespace being freed) and then says which MAC clashes.
+  await c.createSandbox({ name: 'm' });
+  const macA = c.endpointsOfSandbox(c.sandbox('a').id)[0]!.mac;
+  const t0 = Date.now();
+  await rejects(t, c.connect('n1', 'm', { mac: macA }), 'conflict', new RegExp(`MAC address ${macA} of eth0 is already used by another interface on the same segment`), 'a MAC already on the parent');
+  t.ok(Date.now() - t0 >= 900, 'after waiting about a second for a departing endpoint');
+  t.same(c.endpointsOfSandbox(c.sandbox('m').id), [], 'and nothing is left of the refused endpoint');
+  // The same address (so the same MAC) right after its endpoint went with its sandbox.
+  const ipA = c.endpointsOfSandbox(c.sandbox('a').id)[0]!.ipv4!.toString();
   await c.deleteSandbox('a');
+  await c.connect('n1', 'm', { ip: ipA });
+  t.ok(ping('m', '10.69.0.126'), `a new endpoint takes the address (and MAC) of one just gone (${ipA})`);
+  await c.deleteSandbox('m');
   await c.deleteNetwork('n1');
   t.ok(ping('b', '10.69.0.254'), 'deleting one network leaves the other\'s endpoints working');
   t.equal(sh(`ip link show ${p}`).code, 0, 'a user\'s parent is never deleted');
