@@ -37,17 +37,16 @@
  * CPU (/proc/pressure/cpu): this machine is shared, and a high value means the number is inflated.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Controller as ControllerT } from '../libnetwork/controller.js';
-import { rerunInPrivateNamespace } from '../test/private-namespace.js';
 import { benchOutput, median, r2, run, sleep, stallMeter } from './bench-kit.js';
 
-const { fail, progress, emit } = benchOutput('bench-endpoints');
+const { fail, progress, emit, runIsolated, checkDistFresh } = benchOutput('bench-endpoints');
 
 type ControllerModule = typeof import('../libnetwork/controller.js');
 type KernelModule = typeof import('../libnetwork/kernel/index.js');
@@ -97,28 +96,6 @@ async function withStall<T>(fn: () => Promise<T> | T): Promise<[T, number | unde
   return [out, stall()];
 }
 
-/** Newest .ts under the compiled folders newer than its dist/*.js means we would time old code. */
-function checkDistFresh(): void {
-  const stale: string[] = [];
-  const walk = (dir: string) => {
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) {
-        const js = join(ROOT, 'dist', relative(ROOT, p)).replace(/\.ts$/, '.js');
-        let jsTime = 0;
-        try {
-          jsTime = statSync(js).mtimeMs;
-        } catch {
-          /* missing: stale */
-        }
-        if (statSync(p).mtimeMs > jsTime) stale.push(relative(ROOT, p));
-      }
-    }
-  };
-  for (const d of ['libnetwork', 'drivers', 'cli']) walk(join(ROOT, d));
-  if (stale.length) fail(`dist/ is older than ${stale.slice(0, 3).join(', ')}${stale.length > 3 ? ', ...' : ''}: run \`npx tsc -p tsconfig.json\` first`);
-}
 
 // ------------------------------------------------------------------ host side: peers, isolation, ratios
 
@@ -130,17 +107,6 @@ async function runPeer(tool: string): Promise<Result> {
   return { ...(JSON.parse(line) as Result), cpu_stall_pct: stall };
 }
 
-/** Re-runs this file inside its own network + mount namespace and returns its JSON lines. */
-function runIsolated(): object[] {
-  const r = rerunInPrivateNamespace('TNET_BENCH_ISOLATED', { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 16 << 20 });
-  if (r.error) fail(`cannot isolate the benchmark (unshare): ${r.error.message}`);
-  const lines = String(r.stdout).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as object);
-  if (r.status !== 0) {
-    for (const l of lines) emit(l);
-    fail(`the isolated tnet run exited ${r.status ?? r.signal}`);
-  }
-  return lines;
-}
 
 /** Median of `key` over the lines that match, across rounds. */
 function med(lines: readonly Result[], match: (r: Result) => boolean, key: string): number {
@@ -182,7 +148,7 @@ function ratios(peers: Result[], tnet: Result[], daemonPingMs: number): object {
 
 async function hostMain(): Promise<void> {
   if (process.getuid?.() !== 0) fail('needs root (it creates namespaces and links)');
-  checkDistFresh();
+  checkDistFresh(ROOT);
   if (!opt['no-peers']) {
     progress('peers: setup.sh');
     progress(run(join(PEERS, 'setup.sh'), []).trim().split('\n').pop()!); // the kernel line

@@ -4,21 +4,63 @@
  * runner that fails loudly.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { rerunInPrivateNamespace } from '../test/private-namespace.js';
 
-/** The output of one benchmark: results as JSON lines on stdout, progress and failures on stderr tagged with its name. */
+/**
+ * The output of one benchmark: results as JSON lines on stdout, progress and failures on stderr
+ * tagged with its name; and the two steps every benchmark of tnet takes before timing anything.
+ */
 export function benchOutput(name: string): {
   fail(msg: string): never;
   progress(msg: string): void;
   emit(o: object): void;
+  /** Re-runs this script inside its own network + mount namespace (as the tests run) and returns its JSON lines. */
+  runIsolated<T = object>(): T[];
+  /** Fails when a source under root is newer than its dist/ build: the benchmark would time old code. */
+  checkDistFresh(root: string): void;
 } {
+  const fail = (msg: string): never => {
+    process.stderr.write(`[${name}] FAIL: ${msg}\n`);
+    process.exit(1);
+  };
+  const emit = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
   return {
-    fail(msg: string): never {
-      process.stderr.write(`[${name}] FAIL: ${msg}\n`);
-      process.exit(1);
-    },
+    fail,
     progress: (msg) => process.stderr.write(`[${name}] ${msg}\n`),
-    emit: (o) => process.stdout.write(`${JSON.stringify(o)}\n`),
+    emit,
+    runIsolated<T>(): T[] {
+      const r = rerunInPrivateNamespace('TNET_BENCH_ISOLATED', { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 16 << 20 });
+      if (r.error) fail(`cannot isolate the benchmark (unshare): ${r.error.message}`);
+      const lines = String(r.stdout).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as T);
+      if (r.status !== 0) {
+        for (const l of lines) emit(l as object);
+        fail(`the isolated tnet run exited ${r.status ?? r.signal}`);
+      }
+      return lines;
+    },
+    checkDistFresh(root: string): void {
+      const stale: string[] = [];
+      const walk = (dir: string) => {
+        for (const e of readdirSync(dir, { withFileTypes: true })) {
+          const p = join(dir, e.name);
+          if (e.isDirectory()) walk(p);
+          else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) {
+            const js = join(root, 'dist', relative(root, p)).replace(/\.ts$/, '.js');
+            let jsTime = 0;
+            try {
+              jsTime = statSync(js).mtimeMs;
+            } catch {
+              /* missing: stale */
+            }
+            if (statSync(p).mtimeMs > jsTime) stale.push(relative(root, p));
+          }
+        }
+      };
+      for (const d of ['libnetwork', 'drivers', 'cli', 'dns']) walk(join(root, d));
+      if (stale.length) fail(`dist/ is older than ${stale.slice(0, 3).join(', ')}${stale.length > 3 ? ', ...' : ''}: run \`npx tsc -p tsconfig.json\` first`);
+    },
   };
 }
 

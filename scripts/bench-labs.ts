@@ -39,7 +39,7 @@
  * the phase's wall time in which some task waited for a CPU: this machine is shared.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -48,10 +48,9 @@ import { parseArgs } from 'node:util';
 import type { Controller as ControllerT } from '../libnetwork/controller.js';
 import type { LabApplyResult } from '../libnetwork/lab/apply.js';
 import type { LabSpec } from '../libnetwork/lab/topology.js';
-import { rerunInPrivateNamespace } from '../test/private-namespace.js';
 import { benchOutput, median, r2, run, sleep, stallMeter } from './bench-kit.js';
 
-const { fail, progress, emit } = benchOutput('bench-labs');
+const { fail, progress, emit, runIsolated, checkDistFresh } = benchOutput('bench-labs');
 
 type ControllerModule = typeof import('../libnetwork/controller.js');
 type DnsModule = typeof import('../dns/service.js');
@@ -175,16 +174,6 @@ async function runPeer(n: number): Promise<PeerResult> {
   return r;
 }
 
-function runIsolated(): object[] {
-  const r = rerunInPrivateNamespace('TNET_BENCH_ISOLATED', { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 16 << 20 });
-  if (r.error) fail(`cannot isolate the benchmark (unshare): ${r.error.message}`);
-  const lines = String(r.stdout).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as object);
-  if (r.status !== 0) {
-    for (const l of lines) emit(l);
-    fail(`the isolated tnet run exited ${r.status ?? r.signal}`);
-  }
-  return lines;
-}
 
 function closing(peers: PeerResult[], tnet: TnetResult[]): object {
   const out: Record<string, unknown> = { ratios: true, rounds: ROUNDS, loadavg_1m: r2(loadavg()[0]!) };
@@ -231,7 +220,7 @@ function closing(peers: PeerResult[], tnet: TnetResult[]): object {
 
 async function hostMain(): Promise<void> {
   if (process.getuid?.() !== 0) fail('needs root (it creates namespaces and links)');
-  checkDistFresh();
+  checkDistFresh(ROOT);
   if (!opt['no-peers']) {
     progress('peers: setup.sh');
     progress(run(join(PEERS, 'setup.sh'), []).trim().split('\n').pop()!);
@@ -256,28 +245,6 @@ async function hostMain(): Promise<void> {
   if (tnet.some((t) => !t.verified)) fail('a tnet lab was not verified (see above)');
 }
 
-/** Sources newer than dist/ would mean timing old code. */
-function checkDistFresh(): void {
-  const stale: string[] = [];
-  const walk = (dir: string) => {
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) {
-        const js = join(ROOT, 'dist', p.slice(ROOT.length + 1)).replace(/\.ts$/, '.js');
-        let jsTime = 0;
-        try {
-          jsTime = statSync(js).mtimeMs;
-        } catch {
-          /* missing: stale */
-        }
-        if (statSync(p).mtimeMs > jsTime) stale.push(p.slice(ROOT.length + 1));
-      }
-    }
-  };
-  for (const d of ['libnetwork', 'drivers', 'cli', 'dns']) walk(join(ROOT, d));
-  if (stale.length) fail(`dist/ is older than ${stale.slice(0, 3).join(', ')}${stale.length > 3 ? ', ...' : ''}: run \`npx tsc -p tsconfig.json\` first`);
-}
 
 // ------------------------------------------------------------------ isolated side: tnet
 

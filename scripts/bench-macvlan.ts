@@ -32,10 +32,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Controller as ControllerT } from '../libnetwork/controller.js';
-import { rerunInPrivateNamespace } from '../test/private-namespace.js';
 import { benchOutput, median, r2, run, sleep, stallMeter } from './bench-kit.js';
 
-const { fail, progress, emit } = benchOutput('bench-macvlan');
+const { fail, progress, emit, runIsolated, checkDistFresh } = benchOutput('bench-macvlan');
 
 type ControllerModule = typeof import('../libnetwork/controller.js');
 type DnsModule = typeof import('../dns/service.js');
@@ -85,19 +84,10 @@ async function runPeer(): Promise<Result> {
   return { ...(JSON.parse(out.trim().split('\n').pop()!) as Result), cpu_stall_pct: stall() };
 }
 
-function runIsolated(): Result[] {
-  const r = rerunInPrivateNamespace('TNET_BENCH_ISOLATED', { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 16 << 20 });
-  if (r.error) fail(`cannot isolate the benchmark (unshare): ${r.error.message}`);
-  const lines = String(r.stdout).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Result);
-  if (r.status !== 0) {
-    for (const l of lines) emit(l);
-    fail(`the isolated tnet run exited ${r.status ?? r.signal}`);
-  }
-  return lines;
-}
 
 async function hostMain(): Promise<void> {
   if (process.getuid?.() !== 0) fail('needs root (it creates namespaces and links)');
+  checkDistFresh(ROOT);
   if (!opt['no-peers']) progress(run(join(PEERS, 'setup.sh'), []).trim().split('\n').pop()!);
   const peers: Result[] = [];
   const tnet: Result[] = [];
@@ -108,7 +98,7 @@ async function hostMain(): Promise<void> {
       peers.push(p);
       emit(p);
     }
-    for (const l of runIsolated()) {
+    for (const l of runIsolated<Result>()) {
       tnet.push(l);
       emit({ ...l, ...tag });
     }
