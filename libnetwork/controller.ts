@@ -411,7 +411,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
 
   /** Every difference between the store and the kernel, in plain words; empty when they match. */
   diagnose(): Promise<Finding[]> {
-    return diagnose({ core: this.core, drivers: this.drivers, nft: this.nft, tags: this.tags, dns: this.dnsListeners });
+    return diagnose({ core: this.core, drivers: this.drivers, tags: this.tags, dns: this.dnsListeners });
   }
 
   private dnsListeners: (() => DnsListeners) | undefined;

@@ -7,7 +7,7 @@
 import type { Core } from './core.js';
 import type { Driver, Tags } from './driverapi.js';
 import { type SandboxView, loProblem, sandboxSideProblems, viewSandbox } from './iface.js';
-import { Netns, type Nft, linkList, netnsExists, netnsList } from './kernel/index.js';
+import { Netns, linkList, netnsExists, netnsList } from './kernel/index.js';
 import type { Endpoint, Network, Sandbox } from './model.js';
 import { short } from './names.js';
 import { sandboxSideWant } from './reconcile.js';
@@ -31,7 +31,6 @@ export interface DnsListeners {
 export interface DoctorContext {
   readonly core: Core;
   readonly drivers: ReadonlyMap<string, Driver>;
-  readonly nft: Nft;
   readonly tags: Tags;
   /** The DNS service's listeners (the daemon's); undefined where none runs (a library instance). */
   readonly dns?: () => DnsListeners;
@@ -96,42 +95,16 @@ export async function diagnose(ctx: DoctorContext): Promise<Finding[]> {
     if (names.length > 1) out.push({ problem: 'duplicate', object: `links ${names.join(', ')}`, record: wanted.get(tag), detail: `${names.length} links carry the tag ${tag}` });
   }
 
-  // Each ready network: what its driver shows (a bridge) exists, is tagged and up.
-  for (const n of nets) {
-    if (n.state !== 'ready') continue;
-    const d = ctx.drivers.get(n.driver);
-    const bridge = d?.inspect?.(n).bridge;
-    if (!bridge) continue;
-    const l = links.find((x) => x.name === bridge);
-    if (!l) out.push({ problem: 'missing', object: `bridge ${bridge}`, record: `network ${n.name}`, detail: 'the network\'s bridge does not exist' });
-    else if (l.alias !== tags.of('network', n.id)) out.push({ problem: 'wrong', object: `bridge ${bridge}`, record: `network ${n.name}`, detail: `it is not tagged as this network's (alias ${l.alias ?? 'none'})` });
-    else if (!l.up) out.push({ problem: 'wrong', object: `bridge ${bridge}`, record: `network ${n.name}`, detail: 'it is down' });
-  }
-
-  // The firewall: this instance's table exists exactly while a bridge network does, and names each bridge.
-  const table = core.scope ? `tnet-${core.scope}` : 'tnet';
-  const bridgeNets = nets.filter((n) => n.state === 'ready' && n.driver === 'bridge' && ctx.drivers.has('bridge'));
-  let ruleset: string | undefined;
-  try {
-    ruleset = JSON.stringify(ctx.nft.list(`list table inet ${table}`));
-  } catch {
-    ruleset = undefined;
-  }
-  if (ctx.drivers.has('bridge')) {
-    if (bridgeNets.length && ruleset === undefined) out.push({ problem: 'missing', object: `nft table inet ${table}`, detail: `${bridgeNets.length} bridge network(s) have no firewall table (no NAT, no isolation)` });
-    if (!bridgeNets.length && ruleset !== undefined) out.push({ problem: 'stray', object: `nft table inet ${table}`, detail: 'no bridge network of this instance needs it' });
-    if (ruleset !== undefined) {
-      for (const n of bridgeNets) {
-        const bridge = ctx.drivers.get('bridge')?.inspect?.(n).bridge;
-        if (bridge && !ruleset.includes(`"${bridge}"`)) out.push({ problem: 'missing', object: `nft rules for ${bridge}`, record: `network ${n.name}`, detail: 'the firewall table has no rules for this network\'s bridge' });
-      }
-      for (const e of eps) {
-        const n = netById.get(e.networkId);
-        if (!n || e.state !== 'ready' || n.driver !== 'bridge' || !e.ipv4) continue;
-        const v4 = e.ports.filter((p) => !p.hostIp.includes(':'));
-        if (v4.length && !ruleset.includes(`"${e.ipv4}"`))
-          out.push({ problem: 'missing', object: `nft rules publishing ${v4.map((p) => `${p.hostPort}/${p.proto}`).join(', ')}`, record: epRecord(core, e, n), detail: 'the published ports have no DNAT rule' });
-      }
+  // What only each driver knows (the bridge: its bridges and its firewall table), for its ready
+  // networks and their ready endpoints; asked even without networks, to find what is stray.
+  for (const [type, d] of ctx.drivers) {
+    if (!d.diagnose) continue;
+    const mine = nets.filter((n) => n.driver === type && n.state === 'ready');
+    const ids = new Set(mine.map((n) => n.id));
+    for (const f of await d.diagnose(mine, eps.filter((e) => ids.has(e.networkId) && e.state === 'ready'))) {
+      const net = f.network ?? (f.endpoint ? netById.get(f.endpoint.networkId) : undefined);
+      const record = f.endpoint && net ? epRecord(core, f.endpoint, net) : net ? `network ${net.name}` : undefined;
+      out.push({ problem: f.problem, object: f.object, ...(record ? { record } : {}), detail: f.detail });
     }
   }
 

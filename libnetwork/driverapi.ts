@@ -79,6 +79,17 @@ export interface DriverContext {
   readonly globalStore?: GlobalStore;
 }
 
+/** A difference a driver finds between its records and the kernel; the doctor names the record. */
+export interface DriverFinding {
+  readonly problem: 'missing' | 'stray' | 'wrong';
+  /** The kernel object, e.g. `bridge tn-1a2b3c4d5e6f`, `nft table inet tnet`. */
+  readonly object: string;
+  /** Whose it is, when it is one network's or one endpoint's. */
+  readonly network?: Network;
+  readonly endpoint?: Endpoint;
+  readonly detail: string;
+}
+
 export interface Driver {
   /** Checks and normalises options before anything is recorded; throws a clear error, changes nothing. */
   checkNetwork(req: { id: string; internal: boolean; options: DriverOptions }): Promise<DriverOptions>;
@@ -99,6 +110,11 @@ export interface Driver {
   leave(net: Network, ep: Endpoint, how: { sandboxGoing: boolean }): Promise<void>;
   /** Whether the driver's side of a joined endpoint is intact (reconcile asks; the core checks the sandbox side). */
   endpointIntact?(net: Network, ep: Endpoint): Promise<boolean>;
+  /**
+   * What differs between the records and the kernel objects only this driver knows (`tnet
+   * doctor`): `nets` are the ready networks of its type (maybe none), `eps` their ready endpoints.
+   */
+  diagnose?(nets: readonly Network[], eps: readonly Endpoint[]): Promise<DriverFinding[]>;
   /** The name prefix of the endpoint's interface in the sandbox (libnetwork's container_iface_prefix); default eth. */
   ifacePrefix?(net: Network): string;
   /** The host address published ports bind to when a request names none ('' = every address). */

@@ -1,4 +1,4 @@
-import type { Attachment, Driver, DriverContext, DriverFactory, DriverOptions, JoinTarget } from '../../libnetwork/driverapi.js';
+import type { Attachment, Driver, DriverContext, DriverFactory, DriverFinding, DriverOptions, JoinTarget } from '../../libnetwork/driverapi.js';
 import { conflict } from '../../libnetwork/errors.js';
 import { failpoint } from '../../libnetwork/failpoint.js';
 import {
@@ -320,6 +320,41 @@ export class BridgeDriver implements Driver {
     } catch (e) {
       this.ctx.log.debug({ err: e, endpoint: ep.name }, 'published ports already gone');
     }
+  }
+
+  /** `tnet doctor`: each network's bridge (there, tagged as its own, up) and this instance's firewall table. */
+  async diagnose(nets: readonly Network[], eps: readonly Endpoint[]): Promise<DriverFinding[]> {
+    const out: DriverFinding[] = [];
+    const links = new Map((await linkList(this.ctx.rtnl)).map((l) => [l.name, l]));
+    for (const net of nets) {
+      const bridge = this.cfg(net).bridge;
+      const l = links.get(bridge);
+      if (!l) out.push({ problem: 'missing', object: `bridge ${bridge}`, network: net, detail: "the network's bridge does not exist" });
+      else if (l.alias !== this.tag('network', net.id)) out.push({ problem: 'wrong', object: `bridge ${bridge}`, network: net, detail: `it is not tagged as this network's (alias ${l.alias ?? 'none'})` });
+      else if (!l.up) out.push({ problem: 'wrong', object: `bridge ${bridge}`, network: net, detail: 'it is down' });
+    }
+    // The table exists exactly while a bridge network does, and names each bridge and each
+    // endpoint that publishes IPv4 ports (IPv6 ones go through the userland proxy).
+    const table = `${fw.FAMILY} ${this.fw.table}`;
+    let ruleset: string | undefined;
+    try {
+      ruleset = JSON.stringify(this.ctx.nft.list(`list table ${table}`));
+    } catch {
+      ruleset = undefined;
+    }
+    if (nets.length && ruleset === undefined) out.push({ problem: 'missing', object: `nft table ${table}`, detail: `${nets.length} bridge network(s) have no firewall table (no NAT, no isolation)` });
+    if (!nets.length && ruleset !== undefined) out.push({ problem: 'stray', object: `nft table ${table}`, detail: 'no bridge network of this instance needs it' });
+    if (ruleset === undefined) return out;
+    for (const net of nets) {
+      const bridge = this.cfg(net).bridge;
+      if (!ruleset.includes(`"${bridge}"`)) out.push({ problem: 'missing', object: `nft rules for ${bridge}`, network: net, detail: "the firewall table has no rules for this network's bridge" });
+    }
+    for (const e of eps) {
+      const v4 = e.ports.filter((p) => !p.hostIp.includes(':'));
+      if (e.ipv4 && v4.length && !ruleset.includes(`"${e.ipv4}"`))
+        out.push({ problem: 'missing', object: `nft rules publishing ${v4.map((p) => `${p.hostPort}/${p.proto}`).join(', ')}`, endpoint: e, detail: 'the published ports have no DNAT rule' });
+    }
+    return out;
   }
 
   async restore(nets: readonly Network[], eps: readonly Endpoint[]): Promise<void> {

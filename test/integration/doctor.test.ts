@@ -56,6 +56,14 @@ t.test('tnet doctor reports what differs, --json, --repair', async (t) => {
   t.equal(tnet('doctor').code, 0, 'a check after the repair is clean');
   t.ok(sh('ip netns exec tn-a ping -c1 -W1 10.98.0.1').code === 0 && sh('ip netns exec tn-b ping -c1 -W1 127.0.0.1').code === 0, 'traffic flows again');
 
+  // What only the bridge driver knows: its firewall table (asked through the driver's diagnose).
+  sh('nft delete table inet tnet');
+  r = tnet('doctor');
+  t.equal(r.code, 1, 'the firewall table gone: exit 1');
+  t.match(r.out, /missing\s+nft table inet tnet: 1 bridge network\(s\) have no firewall table/, 'the bridge driver reports its missing table');
+  t.equal(tnet('doctor', '--repair').code, 0, '--repair rebuilds it');
+  t.equal(sh('nft list table inet tnet').code, 0, 'the table is back');
+
   for (const s of ['a', 'b']) await client.call('DELETE', `/sandboxes/${s}`);
   await client.call('DELETE', '/networks/web');
   daemon.kill('SIGTERM');
