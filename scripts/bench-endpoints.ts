@@ -38,13 +38,12 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Controller as ControllerT } from '../libnetwork/controller.js';
-import { benchOutput, median, r2, run, sleep, stallMeter } from './bench-kit.js';
+import { batches, benchOutput, daemonAnswers, median, r2, run, sleep, stallMeter, type EndpointResult } from './bench-kit.js';
 
 const { fail, progress, emit, runIsolated, checkDistFresh } = benchOutput('bench-endpoints');
 
@@ -57,18 +56,6 @@ const PEERS = resolve(ROOT, '../shared/peers');
 const SUBNET = '10.77.0.0/16'; // the peers use 10.88.0.0/16, in their own namespaces
 const NET = 'bench';
 const TARGETS = { vsCniBridge: 6, vsIpBatch: 1, teardownPerEndpointMs: 1.5, daemonPingMs: 300 };
-
-interface Result {
-  tool: string;
-  variant?: string;
-  n: number;
-  setup_ms: number;
-  per_endpoint_ms: number;
-  teardown_ms: number;
-  netns_create_ms: number;
-  verified: boolean;
-  [extra: string]: unknown;
-}
 
 const { values: opt } = parseArgs({
   options: {
@@ -100,21 +87,21 @@ async function withStall<T>(fn: () => Promise<T> | T): Promise<[T, number | unde
 // ------------------------------------------------------------------ host side: peers, isolation, ratios
 
 /** One peer run: its JSON line on stdout, its progress passed through to our stderr. */
-async function runPeer(tool: string): Promise<Result> {
+async function runPeer(tool: string): Promise<EndpointResult> {
   progress(`peer ${tool} x${N}`);
   const [out, stall] = await withStall(() => run(join(PEERS, 'endpoint-setup.sh'), [tool, String(N)], { SETTLE: String(SETTLE_S) }));
   const line = out.trim().split('\n').pop()!;
-  return { ...(JSON.parse(line) as Result), cpu_stall_pct: stall };
+  return { ...(JSON.parse(line) as EndpointResult), cpu_stall_pct: stall };
 }
 
 
 /** Median of `key` over the lines that match, across rounds. */
-function med(lines: readonly Result[], match: (r: Result) => boolean, key: string): number {
+function med(lines: readonly EndpointResult[], match: (r: EndpointResult) => boolean, key: string): number {
   return median(lines.filter(match).map((r) => r[key] as number));
 }
 
 /** The closing line: peer / tnet per-endpoint ratios (medians over rounds) against the targets. */
-function ratios(peers: Result[], tnet: Result[], daemonPingMs: number): object {
+function ratios(peers: EndpointResult[], tnet: EndpointResult[], daemonPingMs: number): object {
   const perEp = (tool: string, variant?: string) =>
     med(variant ? tnet : peers, (r) => r.tool === tool && r.variant === variant, 'per_endpoint_ms');
   const cni = perEp('cni-bridge');
@@ -153,8 +140,8 @@ async function hostMain(): Promise<void> {
     progress('peers: setup.sh');
     progress(run(join(PEERS, 'setup.sh'), []).trim().split('\n').pop()!); // the kernel line
   }
-  const peers: Result[] = [];
-  const tnet: Result[] = [];
+  const peers: EndpointResult[] = [];
+  const tnet: EndpointResult[] = [];
   const pings: number[] = [];
   // Peers and tnet alternate, round after round, so a busy spell on this shared machine hits both.
   for (let round = 1; round <= ROUNDS; round++) {
@@ -168,7 +155,7 @@ async function hostMain(): Promise<void> {
     }
     for (const l of runIsolated()) {
       emit({ ...l, ...tag });
-      if ('variant' in l) tnet.push(l as Result);
+      if ('variant' in l) tnet.push(l as EndpointResult);
       if ('daemon_ping_ms' in l) pings.push((l as { daemon_ping_ms: number }).daemon_ping_ms);
     }
   }
@@ -215,11 +202,7 @@ async function settle(why: string): Promise<void> {
 /** Runs `fn(i)` for i = 1..N, sequentially or in batches, and returns the total wall time. */
 async function timeAll(batch: number, fn: (i: number) => Promise<unknown>): Promise<number> {
   const t0 = performance.now();
-  for (let i = 1; i <= N; i += batch) {
-    const work: Promise<unknown>[] = [];
-    for (let j = i; j < i + batch && j <= N; j++) work.push(fn(j));
-    await Promise.all(work);
-  }
+  await batches(N, batch, fn);
   return performance.now() - t0;
 }
 
@@ -257,7 +240,7 @@ function leftovers(): string[] {
 }
 
 /** One variant: fresh state, N sandboxes connected, verified, torn down. */
-async function variant(name: string, batch: number): Promise<Result> {
+async function variant(name: string, batch: number): Promise<EndpointResult> {
   const stateDir = mkdtempSync(join(tmpdir(), 'tnet-bench-'));
   const c = await core.Controller.open({ stateDir, scope: '' }); // tn-sN, as the daemon names them
   // As the daemon runs it: every sandbox gets its 127.0.0.11 listeners and resolv.conf as it joins.
@@ -318,19 +301,6 @@ async function variant(name: string, batch: number): Promise<Result> {
   }
 }
 
-/** GET /ping on a unix socket; resolves true on a 200, false if nothing answers yet. */
-function ping(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = request({ socketPath, path: '/ping', method: 'GET', timeout: 1000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode === 200));
-    });
-    req.on('error', () => resolve(false));
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
-}
-
 /** SIGTERM to our own child by its pid; SIGKILL if it has not exited 5 s later. */
 async function stopByPid(pid: number | undefined, gone: () => boolean, exited: Promise<void>): Promise<void> {
   if (pid === undefined || gone()) return;
@@ -353,7 +323,7 @@ async function daemonStart(): Promise<number> {
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   try {
     for (;;) {
-      if (await ping(sock)) return performance.now() - t0;
+      if (await daemonAnswers(sock)) return performance.now() - t0;
       if (child.exitCode !== null) throw new Error(`tnet daemon exited ${child.exitCode} before answering`);
       if (performance.now() - t0 > 10_000) throw new Error('tnet daemon did not answer /ping within 10 s');
       await sleep(2);

@@ -5,6 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { request } from 'node:http';
 import { join, relative } from 'node:path';
 import { rerunInPrivateNamespace } from '../test/private-namespace.js';
 
@@ -101,4 +102,42 @@ export function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): strin
   const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status ?? r.signal}: ${r.stderr}${r.stdout}`);
   return r.stdout;
+}
+
+/**
+ * One endpoint-setup line, as ../shared/peers/endpoint-setup.sh prints it and as tnet's own
+ * endpoint runs print it next to the peer's (with variant and extra keys of their own).
+ */
+export interface EndpointResult {
+  tool: string;
+  variant?: string;
+  n: number;
+  setup_ms: number;
+  per_endpoint_ms: number;
+  teardown_ms: number;
+  netns_create_ms: number;
+  verified: boolean;
+  [extra: string]: unknown;
+}
+
+/** Runs `fn(1..n)` in batches of `width` at once (1: one after the other, as the peers do). */
+export async function batches(n: number, width: number, fn: (i: number) => Promise<unknown>): Promise<void> {
+  for (let i = 1; i <= n; i += width) {
+    const work: Promise<unknown>[] = [];
+    for (let j = i; j < i + width && j <= n; j++) work.push(fn(j));
+    await Promise.all(work);
+  }
+}
+
+/** GET /ping on a daemon's unix socket: true on a 200, false if nothing answers yet. */
+export function daemonAnswers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ socketPath, path: '/ping', method: 'GET', timeout: 1000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode === 200));
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
 }

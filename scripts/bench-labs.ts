@@ -40,7 +40,6 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,7 +47,7 @@ import { parseArgs } from 'node:util';
 import type { Controller as ControllerT } from '../libnetwork/controller.js';
 import type { LabApplyResult } from '../libnetwork/lab/apply.js';
 import type { LabSpec } from '../libnetwork/lab/topology.js';
-import { benchOutput, median, r2, run, sleep, stallMeter } from './bench-kit.js';
+import { benchOutput, daemonAnswers, median, r2, run, sleep, stallMeter, type EndpointResult } from './bench-kit.js';
 
 const { fail, progress, emit, runIsolated, checkDistFresh } = benchOutput('bench-labs');
 
@@ -134,17 +133,6 @@ function runAsync(cmd: string, args: string[]): Promise<number> {
 
 // ------------------------------------------------------------------ host side: the peer, isolation, ratios
 
-interface PeerResult {
-  tool: string;
-  n: number;
-  setup_ms: number;
-  per_endpoint_ms: number;
-  teardown_ms: number;
-  netns_create_ms: number;
-  verified: boolean;
-  [k: string]: unknown;
-}
-
 interface TnetResult {
   tool: 'tnet';
   lab: string;
@@ -160,11 +148,11 @@ interface TnetResult {
   [k: string]: unknown;
 }
 
-async function runPeer(n: number): Promise<PeerResult> {
+async function runPeer(n: number): Promise<EndpointResult> {
   progress(`peer ip-batch x${n}`);
   const stall = stallMeter();
   const out = run(join(PEERS, 'endpoint-setup.sh'), ['ip-batch', String(n)], { SETTLE: String(SETTLE_S) });
-  const r = { ...(JSON.parse(out.trim().split('\n').pop()!) as PeerResult), cpu_stall_pct: stall() };
+  const r = { ...(JSON.parse(out.trim().split('\n').pop()!) as EndpointResult), cpu_stall_pct: stall() };
   // The kernel frees the peer's N namespaces after it exits, in the background: wait (N/100 s),
   // or the next lab is timed against that work (a 300-node LAN took 2.6 s alone, 7.2 s right
   // after ip-batch 1000 with a 2 s settle, on this machine).
@@ -175,7 +163,7 @@ async function runPeer(n: number): Promise<PeerResult> {
 }
 
 
-function closing(peers: PeerResult[], tnet: TnetResult[]): object {
+function closing(peers: EndpointResult[], tnet: TnetResult[]): object {
   const out: Record<string, unknown> = { ratios: true, rounds: ROUNDS, loadavg_1m: r2(loadavg()[0]!) };
   const met: Record<string, boolean> = {};
   const targets: Record<string, string> = {};
@@ -225,7 +213,7 @@ async function hostMain(): Promise<void> {
     progress('peers: setup.sh');
     progress(run(join(PEERS, 'setup.sh'), []).trim().split('\n').pop()!);
   }
-  const peers: PeerResult[] = [];
+  const peers: EndpointResult[] = [];
   const tnet: TnetResult[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     const tag = ROUNDS > 1 ? { round } : {};
@@ -332,19 +320,6 @@ function result(topo: Topology, variant: string, createMs: number, destroyMs: nu
   };
 }
 
-/** GET /ping on the daemon's socket. */
-function ping(socketPath: string): Promise<boolean> {
-  return new Promise((res) => {
-    const req = request({ socketPath, path: '/ping', method: 'GET', timeout: 1000 }, (r) => {
-      r.resume();
-      r.on('end', () => res(r.statusCode === 200));
-    });
-    req.on('error', () => res(false));
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
-}
-
 /** The labs through `tnet create` / `tnet destroy` against a daemon of our own. */
 async function viaCli(topos: Topology[]): Promise<TnetResult[]> {
   const dir = mkdtempSync(join(tmpdir(), 'tnet-bench-labs-cli-'));
@@ -355,7 +330,7 @@ async function viaCli(topos: Topology[]): Promise<TnetResult[]> {
   const out: TnetResult[] = [];
   try {
     const t0 = performance.now();
-    while (!(await ping(socket))) {
+    while (!(await daemonAnswers(socket))) {
       if (daemon.exitCode !== null || performance.now() - t0 > 15_000) throw new Error('tnet daemon did not answer');
       await sleep(20);
     }

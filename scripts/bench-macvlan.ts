@@ -32,7 +32,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Controller as ControllerT } from '../libnetwork/controller.js';
-import { benchOutput, median, r2, run, sleep, stallMeter } from './bench-kit.js';
+import { batches, benchOutput, median, r2, run, sleep, stallMeter, type EndpointResult } from './bench-kit.js';
 
 const { fail, progress, emit, runIsolated, checkDistFresh } = benchOutput('bench-macvlan');
 
@@ -45,17 +45,6 @@ const SUBNET = '10.77.0.0/16';
 const NET = 'bench';
 const PARENT = 'bench-ul0';
 const TARGETS = { vsCniMacvlan: 6, perEndpointMs: 1 };
-
-interface Result {
-  tool: string;
-  n: number;
-  setup_ms: number;
-  per_endpoint_ms: number;
-  teardown_ms: number;
-  netns_create_ms: number;
-  verified: boolean;
-  [extra: string]: unknown;
-}
 
 const { values: opt } = parseArgs({
   options: {
@@ -77,11 +66,11 @@ if (!Number.isInteger(ROUNDS) || ROUNDS < 1) fail(`--rounds must be a positive i
 
 // ------------------------------------------------------------------ host side: the peer, isolation, ratios
 
-async function runPeer(): Promise<Result> {
+async function runPeer(): Promise<EndpointResult> {
   progress(`peer cni-macvlan x${N}`);
   const stall = stallMeter();
   const out = run(join(PEERS, 'endpoint-setup.sh'), ['cni-macvlan', String(N)], { SETTLE: String(SETTLE_S) });
-  return { ...(JSON.parse(out.trim().split('\n').pop()!) as Result), cpu_stall_pct: stall() };
+  return { ...(JSON.parse(out.trim().split('\n').pop()!) as EndpointResult), cpu_stall_pct: stall() };
 }
 
 
@@ -89,8 +78,8 @@ async function hostMain(): Promise<void> {
   if (process.getuid?.() !== 0) fail('needs root (it creates namespaces and links)');
   checkDistFresh(ROOT);
   if (!opt['no-peers']) progress(run(join(PEERS, 'setup.sh'), []).trim().split('\n').pop()!);
-  const peers: Result[] = [];
-  const tnet: Result[] = [];
+  const peers: EndpointResult[] = [];
+  const tnet: EndpointResult[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     const tag = ROUNDS > 1 ? { round } : {};
     if (!opt['no-peers']) {
@@ -98,7 +87,7 @@ async function hostMain(): Promise<void> {
       peers.push(p);
       emit(p);
     }
-    for (const l of runIsolated<Result>()) {
+    for (const l of runIsolated<EndpointResult>()) {
       tnet.push(l);
       emit({ ...l, ...tag });
     }
@@ -156,15 +145,6 @@ async function isolatedMain(): Promise<void> {
     for (const [variant, batch] of [['sequential', 1], ['concurrent', BATCH]] as const) await variantMain(core, dnsService, variant, batch);
   } finally {
     spawnSync('ip', ['link', 'del', PARENT]);
-  }
-}
-
-/** Runs `fn(1..n)` in batches of `width` at once (1: one after the other, as the peer does). */
-async function batches(n: number, width: number, fn: (i: number) => Promise<unknown>): Promise<void> {
-  for (let i = 1; i <= n; i += width) {
-    const work: Promise<unknown>[] = [];
-    for (let j = i; j < i + width && j <= n; j++) work.push(fn(j));
-    await Promise.all(work);
   }
 }
 
