@@ -327,6 +327,19 @@ export class TnetPlugin {
   }
 }
 
+/**
+ * When the test fails, its tnet log and dockerd log (and `extra`, e.g. a ruleset) go into the
+ * test's output: the e2e failures that only happen on CI are read there.
+ */
+export function logsOnFailure(tt: Test, tnet: TnetPlugin, d?: Dockerd, extra: () => string[] = () => []): void {
+  tt.teardown(() => {
+    if (tt.passing()) return;
+    tt.comment(`plugin log:\n${tnet.log().slice(-6000)}`);
+    if (d) tt.comment(`dockerd log:\n${d.log().slice(-4000)}`);
+    for (const x of extra()) tt.comment(x);
+  });
+}
+
 export async function startTnet(tt: Test, stateDir?: string): Promise<TnetPlugin> {
   const dir = stateDir ?? mkdtempSync(join(tmpdir(), 'tnet-e2e-state-'));
   const p = new TnetPlugin(dir, join(dir, 'plugin.log'));

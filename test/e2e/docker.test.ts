@@ -5,7 +5,7 @@
 import { statSync } from 'node:fs';
 import t from 'tap';
 import { makeOutside, sh, until } from '../integration/harness.js';
-import { type Dockerd, PLUGIN_SOCKET, dockerAsync, httpGet, importBusybox, isolateDocker, pluginCall, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
+import { type Dockerd, PLUGIN_SOCKET, dockerAsync, httpGet, importBusybox, isolateDocker, pluginCall, startDockerd, startTnet, tnetLeftovers, logsOnFailure } from './docker-harness.js';
 
 await isolateDocker();
 
@@ -17,11 +17,7 @@ t.test('vertical slice: create a tnet network, two containers ping each other, t
   t.equal(st.uid, 0, 'socket owned by root');
   const d = await startDockerd(t);
   const img = importBusybox(d);
-  t.teardown(() => {
-    if (t.passing()) return;
-    t.comment(`plugin log:\n${tnet.log().slice(-4000)}`);
-    t.comment(`dockerd log:\n${d.log().slice(-4000)}`);
-  });
+  logsOnFailure(t, tnet, d);
 
   const id = d.ok(t, 'network', 'create', '-d', 'tnet', '--subnet', '10.99.0.0/24', '--gateway', '10.99.0.1', 'pnet');
   t.match(id, /^[0-9a-f]{64}$/, 'network created');
@@ -62,11 +58,7 @@ t.test('with dockerd defaults (--iptables=true, FORWARD policy DROP)', async (t)
   const d = await startDockerd(t);
   const img = importBusybox(d);
   const out = makeOutside(t);
-  t.teardown(() => {
-    if (t.passing()) return;
-    t.comment(`plugin log:\n${tnet.log().slice(-6000)}`);
-    t.comment(`dockerd log:\n${d.log().slice(-3000)}`);
-  });
+  logsOnFailure(t, tnet, d);
   t.match(sh('iptables -S FORWARD').out, /-P FORWARD DROP/, 'dockerd set the FORWARD policy to DROP');
 
   await t.test('network create/inspect/rm with bridge options, subnet, gateway, ip-range, aux', async (t) => {
@@ -344,10 +336,7 @@ t.test('with dockerd --iptables=false', async (t) => {
   const d = await startDockerd(t, { iptables: false, noBridge: true });
   const img = importBusybox(d);
   const out = makeOutside(t, 'nf');
-  t.teardown(() => {
-    if (t.passing()) return;
-    t.comment(`plugin log:\n${tnet.log().slice(-4000)}`);
-  });
+  logsOnFailure(t, tnet);
   d.ok(t, 'network', 'create', '-d', 'tnet', '--subnet', '10.88.0.0/24', 'nf');
   d.ok(t, 'run', '-d', '--name', 'f1', '--network', 'nf', img, 'sleep', '300');
   d.ok(t, 'run', '-d', '--name', 'f2', '--network', 'nf', '-p', '18300:80', img, 'sh', '-c', 'httpd -p 80 -h /www; sleep 300');

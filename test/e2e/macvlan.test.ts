@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { sh } from '../integration/harness.js';
-import { type Dockerd, importBusybox, isolateDocker, pluginCall, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
+import { type Dockerd, importBusybox, isolateDocker, pluginCall, startDockerd, startTnet, tnetLeftovers, logsOnFailure } from './docker-harness.js';
 
 await isolateDocker();
 
@@ -29,11 +29,7 @@ t.test('docker network create -d tnet-macvlan: containers on the segment, host a
   const d = await startDockerd(t);
   const img = importBusybox(d);
   outside(t);
-  t.teardown(() => {
-    if (t.passing()) return;
-    t.comment(`plugin log:\n${tnet.log().slice(-5000)}`);
-    t.comment(`dockerd log:\n${d.log().slice(-3000)}`);
-  });
+  logsOnFailure(t, tnet, d);
   t.same((await pluginCall('/Plugin.Activate', '', '/run/docker/plugins/tnet-macvlan.sock')).json, { Implements: ['NetworkDriver'] }, 'the tnet-macvlan plugin socket answers');
 
   d.ok(t, 'network', 'create', '-d', 'tnet-macvlan', '--ipam-driver', 'tnet', '--subnet', '10.98.0.0/24', '--gateway', '10.98.0.254',

@@ -13,7 +13,7 @@
  */
 import t, { type Test } from 'tap';
 import { makeOutside, sh, until } from '../integration/harness.js';
-import { type Dockerd, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
+import { type Dockerd, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers, logsOnFailure } from './docker-harness.js';
 
 await isolateDocker();
 
@@ -50,11 +50,7 @@ async function setup(tt: Test): Promise<Setup> {
   const d = await startDockerd(tt);
   const img = importBusybox(d);
   const out = makeOutside(tt);
-  tt.teardown(() => {
-    if (tt.passing()) return;
-    tt.comment(`plugin log:\n${tnet.log().slice(-4000)}`);
-    tt.comment(`dockerd log:\n${d.log().slice(-4000)}`);
-  });
+  logsOnFailure(tt, tnet, d);
   // the network whose gateway listener used to hold port 53, and a Docker bridge network
   d.ok(tt, 'network', 'create', '-d', 'tnet', '--subnet', '10.95.0.0/24', '--gateway', '10.95.0.1', 'tdns');
   d.ok(tt, 'network', 'create', '-d', 'bridge', '--subnet', '10.96.0.0/24', 'bdns');

@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { until } from '../integration/harness.js';
-import { type Dockerd, DOCKER, ROOT, type TnetPlugin, httpGet, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
+import { type Dockerd, DOCKER, ROOT, type TnetPlugin, httpGet, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers, logsOnFailure } from './docker-harness.js';
 
 await isolateDocker();
 
@@ -49,11 +49,7 @@ t.test('generic options and ephemeral host ports: -d bridge and -d tnet side by 
   const tnet = await startTnet(t);
   const d = await startDockerd(t);
   const img = importBusybox(d);
-  t.teardown(() => {
-    if (t.passing()) return;
-    t.comment(`plugin log:\n${tnet.log().slice(-4000)}`);
-    t.comment(`dockerd log:\n${d.log().slice(-3000)}`);
-  });
+  logsOnFailure(t, tnet, d);
   const [first, last] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number) as [number, number];
   t.comment(`ephemeral range ${first}-${last}`);
 

@@ -8,7 +8,7 @@
 import { exec } from 'node:child_process';
 import t from 'tap';
 import { makeOutside, sh, until } from '../integration/harness.js';
-import { type Dockerd, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
+import { type Dockerd, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers, logsOnFailure } from './docker-harness.js';
 
 await isolateDocker();
 
@@ -46,13 +46,7 @@ t.test("published ports: Docker's bridge and tnet side by side", async (t) => {
   const d = await startDockerd(t);
   const img = importBusybox(d);
   const out = makeOutside(t);
-  t.teardown(() => {
-    if (t.passing()) return;
-    t.comment(`plugin log:\n${tnet.log().slice(-4000)}`);
-    t.comment(`dockerd log:\n${d.log().slice(-3000)}`);
-    t.comment(sh('iptables-save -c').out.slice(-6000));
-    t.comment(sh('nft list table inet tnet').out.slice(-6000));
-  });
+  logsOnFailure(t, tnet, d, () => [sh('iptables-save -c').out.slice(-6000), sh('nft list table inet tnet').out.slice(-6000)]);
   const r6 = sh(`ip addr add 2001:db8:1::1/64 dev xh-ext nodad && ip -n ${out.ns} addr add 2001:db8:1::2/64 dev eth0 nodad`);
   t.equal(r6.code, 0, `a host IPv6 address on the outside link ${r6.out}`);
   const host6 = '2001:db8:1::1';

@@ -8,7 +8,7 @@
  */
 import t from 'tap';
 import { until } from '../integration/harness.js';
-import { httpGet, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers } from './docker-harness.js';
+import { httpGet, importBusybox, isolateDocker, startDockerd, startTnet, tnetLeftovers, logsOnFailure } from './docker-harness.js';
 
 await isolateDocker();
 
@@ -17,11 +17,7 @@ t.test('a container removed or stopped while tnet is down gives back its host po
   const tnet = await startTnet(t);
   const d = await startDockerd(t);
   const img = importBusybox(d);
-  t.teardown(() => {
-    if (t.passing()) return;
-    t.comment(`plugin log:\n${tnet.log().slice(-4000)}`);
-    t.comment(`dockerd log:\n${d.log().slice(-3000)}`);
-  });
+  logsOnFailure(t, tnet, d);
   const serve = ['sh', '-c', 'mkdir -p /www && echo hi-$HOSTNAME > /www/index.html && httpd -p 80 -h /www; sleep 600'];
   const sides = {
     bridge: { net: 'st-bridge', subnet: '10.88.4.0/24', ip: '10.88.4.20', port: 18301, ipam: [] as string[] },
