@@ -45,7 +45,7 @@ import { parseArgs } from 'node:util';
 import type { Controller as ControllerT } from '../libnetwork/controller.js';
 import { batches, benchOutput, daemonAnswers, median, r2, run, sleep, stallMeter, type EndpointResult } from './bench-kit.js';
 
-const { fail, progress, emit, runIsolated, checkDistFresh } = benchOutput('bench-endpoints');
+const { fail, progress, emit, runIsolated, prepareHost } = benchOutput('bench-endpoints');
 
 type ControllerModule = typeof import('../libnetwork/controller.js');
 type KernelModule = typeof import('../libnetwork/kernel/index.js');
@@ -134,12 +134,7 @@ function ratios(peers: EndpointResult[], tnet: EndpointResult[], daemonPingMs: n
 }
 
 async function hostMain(): Promise<void> {
-  if (process.getuid?.() !== 0) fail('needs root (it creates namespaces and links)');
-  checkDistFresh(ROOT);
-  if (!opt['no-peers']) {
-    progress('peers: setup.sh');
-    progress(run(join(PEERS, 'setup.sh'), []).trim().split('\n').pop()!); // the kernel line
-  }
+  prepareHost(ROOT, !opt['no-peers']);
   const peers: EndpointResult[] = [];
   const tnet: EndpointResult[] = [];
   const pings: number[] = [];

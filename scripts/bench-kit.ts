@@ -21,15 +21,18 @@ export function benchOutput(name: string): {
   runIsolated<T = object>(): T[];
   /** Fails when a source under root is newer than its dist/ build: the benchmark would time old code. */
   checkDistFresh(root: string): void;
+  /** Before anything is timed: root, a fresh dist/, and (unless `peers` is false) the peer kit set up. */
+  prepareHost(root: string, peers: boolean): void;
 } {
   const fail = (msg: string): never => {
     process.stderr.write(`[${name}] FAIL: ${msg}\n`);
     process.exit(1);
   };
   const emit = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
-  return {
+  const progress = (msg: string) => process.stderr.write(`[${name}] ${msg}\n`);
+  const out = {
     fail,
-    progress: (msg) => process.stderr.write(`[${name}] ${msg}\n`),
+    progress,
     emit,
     runIsolated<T>(): T[] {
       const r = rerunInPrivateNamespace('TNET_BENCH_ISOLATED', { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 16 << 20 });
@@ -62,7 +65,15 @@ export function benchOutput(name: string): {
       for (const d of ['libnetwork', 'drivers', 'cli', 'dns']) walk(join(root, d));
       if (stale.length) fail(`dist/ is older than ${stale.slice(0, 3).join(', ')}${stale.length > 3 ? ', ...' : ''}: run \`npx tsc -p tsconfig.json\` first`);
     },
+    prepareHost(root: string, peers: boolean): void {
+      if (process.getuid?.() !== 0) fail('needs root (it creates namespaces and links)');
+      out.checkDistFresh(root);
+      if (!peers) return;
+      progress('peers: setup.sh');
+      progress(run(join(root, '../shared/peers/setup.sh'), []).trim().split('\n').pop()!); // the kernel line
+    },
   };
+  return out;
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

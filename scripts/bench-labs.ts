@@ -49,7 +49,7 @@ import type { LabApplyResult } from '../libnetwork/lab/apply.js';
 import type { LabSpec } from '../libnetwork/lab/topology.js';
 import { benchOutput, daemonAnswers, median, r2, run, sleep, stallMeter, type EndpointResult } from './bench-kit.js';
 
-const { fail, progress, emit, runIsolated, checkDistFresh } = benchOutput('bench-labs');
+const { fail, progress, emit, runIsolated, prepareHost } = benchOutput('bench-labs');
 
 type ControllerModule = typeof import('../libnetwork/controller.js');
 type DnsModule = typeof import('../dns/service.js');
@@ -207,12 +207,7 @@ function closing(peers: EndpointResult[], tnet: TnetResult[]): object {
 }
 
 async function hostMain(): Promise<void> {
-  if (process.getuid?.() !== 0) fail('needs root (it creates namespaces and links)');
-  checkDistFresh(ROOT);
-  if (!opt['no-peers']) {
-    progress('peers: setup.sh');
-    progress(run(join(PEERS, 'setup.sh'), []).trim().split('\n').pop()!);
-  }
+  prepareHost(ROOT, !opt['no-peers']);
   const peers: EndpointResult[] = [];
   const tnet: TnetResult[] = [];
   for (let round = 1; round <= ROUNDS; round++) {

@@ -34,7 +34,7 @@ import { parseArgs } from 'node:util';
 import type { Controller as ControllerT } from '../libnetwork/controller.js';
 import { batches, benchOutput, median, r2, run, sleep, stallMeter, type EndpointResult } from './bench-kit.js';
 
-const { fail, progress, emit, runIsolated, checkDistFresh } = benchOutput('bench-macvlan');
+const { fail, progress, emit, runIsolated, prepareHost } = benchOutput('bench-macvlan');
 
 type ControllerModule = typeof import('../libnetwork/controller.js');
 type DnsModule = typeof import('../dns/service.js');
@@ -75,9 +75,7 @@ async function runPeer(): Promise<EndpointResult> {
 
 
 async function hostMain(): Promise<void> {
-  if (process.getuid?.() !== 0) fail('needs root (it creates namespaces and links)');
-  checkDistFresh(ROOT);
-  if (!opt['no-peers']) progress(run(join(PEERS, 'setup.sh'), []).trim().split('\n').pop()!);
+  prepareHost(ROOT, !opt['no-peers']);
   const peers: EndpointResult[] = [];
   const tnet: EndpointResult[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
