@@ -17,7 +17,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Controller } from '../controller.js';
 import { type Core, explain } from '../core.js';
-import { conflict, invalid, isTnetError, notFound } from '../errors.js';
+import { conflict, isTnetError, notFound } from '../errors.js';
 import { failpoint } from '../failpoint.js';
 import { Subnet } from '../ipam/subnet.js';
 import { Netns, addrAdd, cidr, linkSetUp, netnsAdd, netnsDel, netnsExists, sysctlSet } from '../kernel/index.js';
@@ -100,15 +100,6 @@ export interface LabContext {
  */
 const CONCURRENCY = 4;
 
-const LAB_NAME = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?$/; // as check.ts: a DNS label, at most LAB_NAME_MAX
-
-/** A lab name: a DNS label (nodes resolve as NODE.LAB), short enough for namespace names. */
-export function checkLabName(name: unknown): string {
-  if (typeof name !== 'string' || !LAB_NAME.test(name))
-    throw invalid(`lab name ${JSON.stringify(name)} must be 1-32 letters, digits or "-", starting and ending with a letter or digit (it is the DNS suffix of its nodes)`, 'lab');
-  return name;
-}
-
 /** The namespace of a lab node: tnet's prefix, the instance's scope, the lab; "+" cannot be in either name, so no two labs' nodes share one. */
 export const labNetnsName = (scope: string, lab: string, node: string) => netnsName(scope, `${lab}+${node}`);
 
@@ -185,7 +176,7 @@ export async function applyLab(ctx: LabContext, input: LabSpec, opts: LabApplyOp
   // The same checks as a file gets (cli/lab-file.ts): a spec from the API or the library too.
   const { lab: spec, problems } = checkLab(input);
   if (!spec) throw labInvalid(problems, typeof input?.name === 'string' ? input.name : undefined);
-  const name = checkLabName(spec.name);
+  const name = spec.name; // a DNS label of at most 32 characters: checkLab made sure
   const owner = labOwner(name);
   const { core } = ctx;
   return core.locks.exclusive(`lab:${name}`, async () => {
