@@ -26,6 +26,20 @@ export interface DaemonOptions {
   readonly dnsGateways?: string;
   /** An empty state next to what an earlier daemon of this state directory made: remove those objects (else refuse to start). */
   readonly removeOrphans?: boolean;
+  /** The global store this host shares with the others (overlay networks); none: a host of its own. */
+  readonly store?: StoreOptions;
+}
+
+/** `--store` and its companions, as typed (the URL checked already). */
+export interface StoreOptions {
+  readonly url: string;
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
+  /** Lease TTL, seconds: how long after this host dies its endpoints are withdrawn elsewhere. */
+  readonly ttl?: number;
+  /** `--advertise-addr`: IP or interface name; default the source address towards the store. */
+  readonly advertise?: string;
 }
 
 /**
@@ -66,6 +80,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   let plugin: Promise<PluginHandle | undefined> | undefined;
   let app: FastifyInstance | undefined;
   let dns: DnsService | undefined;
+  let cluster: ClusterLink | undefined;
   let stateLock: { release(): void } | undefined;
   const pidFile = join(opts.stateDir, 'daemon.pid');
   const stop = async (code: number, why: string) => {
@@ -74,6 +89,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     await app?.close();
     await control.close();
     await dns?.close();
+    await cluster?.close();
     controller?.close();
     rmSync(pidFile, { force: true });
     stateLock?.release();
@@ -106,8 +122,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   openController(
     (async () => {
       const { Controller } = await import('../libnetwork/controller.js');
+      const vtep = opts.store ? await chooseVtep(opts.store) : undefined;
       // The host's own instance: its namespaces and nft table carry no scope (tn-NAME, inet tnet).
-      const c = await Controller.open({ stateDir: opts.stateDir, scope: '', orphans: opts.removeOrphans ? 'remove' : 'refuse' });
+      const c = await Controller.open({ stateDir: opts.stateDir, scope: '', orphans: opts.removeOrphans ? 'remove' : 'refuse', vtep });
       // Before any request sees the controller, so the DNS service misses no sandbox or network.
       const { startDnsService } = await import('../dns/service.js');
       dns = await startDnsService(c, { upstreams: opts.dnsUpstreams?.length ? [...opts.dnsUpstreams] : undefined, gateways }).catch((e: unknown) => {
@@ -118,6 +135,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         const served = dns;
         c.reportDnsListeners(() => served.status()); // `tnet doctor` checks them
       }
+      // The cluster is joined before the first request when the store answers; otherwise the
+      // daemon serves everything local and keeps trying (global operations say why they wait).
+      if (opts.store) cluster = await joinCluster(c, opts.store, (code, why) => void stop(code, why));
       return c;
     })(),
   );
@@ -126,7 +146,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   } catch (e) {
     log.fatal({ err: e }, 'could not open the state and reconcile');
     process.stderr.write(`tnet daemon: ${e instanceof Error ? e.message : String(e)}\n`);
-    await stop((e as { code?: string }).code === 'conflict' ? 4 : 1, 'start failed');
+    const code = (e as { code?: string }).code;
+    await stop(code === 'conflict' ? 4 : code === 'invalid-argument' ? 2 : 1, 'start failed');
   }
   writeFileSync(pidFile, `${process.pid}\n`);
   log.info({ ms: Math.round(performance.now() - t0), plugin: pluginSockets }, 'ready');
@@ -146,4 +167,83 @@ async function startDockerPlugin(ready: Promise<Controller>, dir: string | undef
     log.error({ err: e }, 'the Docker plugin sockets are not served by this daemon');
     return undefined;
   }
+}
+
+/** The VTEP (`--advertise-addr`, else the source towards the store); a bad one stops the start (exit 2). */
+async function chooseVtep(store: StoreOptions) {
+  const [{ resolveVtep }, { parseStoreUrl }, { Rtnl }] = await Promise.all([
+    import('../libnetwork/vtep.js'), import('../libnetwork/store/etcd.js'), import('../libnetwork/kernel/index.js'),
+  ]);
+  const rtnl = Rtnl.open();
+  try {
+    return await resolveVtep(rtnl, store.advertise, parseStoreUrl(store.url).hosts[0]!);
+  } finally {
+    rtnl.close();
+  }
+}
+
+interface ClusterLink {
+  close(): Promise<void>;
+}
+
+/** How often an unreachable store is tried again. */
+const STORE_RETRY_MS = 2000;
+
+/**
+ * Opens the global store and joins its cluster; while the store cannot be reached, tries again
+ * every STORE_RETRY_MS in the background. A refusal that retrying cannot fix (another host
+ * advertises this VTEP, the TLS files are wrong) stops the daemon: exit 4 or 2.
+ */
+async function joinCluster(c: Controller, store: StoreOptions, fatal: (code: number, why: string) => void): Promise<ClusterLink> {
+  const { EtcdGlobalStore } = await import('../libnetwork/store/etcd.js');
+  const { log } = await import('../libnetwork/log.js');
+  let opened: { close(opts?: { revoke?: boolean }): Promise<void> } | undefined;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const attempt = async (): Promise<boolean> => {
+    try {
+      const s = await EtcdGlobalStore.open({ url: store.url, ca: store.ca, cert: store.cert, key: store.key, ttl: store.ttl });
+      opened = s;
+      if (stopped) return true;
+      s.onStoreEvent((e) => {
+        if (e.type === 'unavailable') log.warn({ err: e.error.message }, 'the global store is unreachable: overlay traffic flows on, changes wait');
+        else if (e.type === 'available') log.info('the global store is reachable again');
+        else if (e.type === 'lease-lost') log.warn({ lease: e.lease }, 'this host\'s lease expired: its endpoints were withdrawn elsewhere; publishing them again');
+        else if (e.type === 'lease-renewed' && e.conflicts.length) log.error({ conflicts: e.conflicts }, 'records another host took while this one was away');
+      });
+      await c.joinCluster(s);
+      log.info({ store: s.endpoint, vtep: c.cluster?.vtep, host: c.cluster?.host }, 'joined the cluster');
+      return true;
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'unavailable') {
+        log.error({ err: (e as Error).message }, `the global store cannot be reached; trying again every ${STORE_RETRY_MS / 1000} s (local networks work meanwhile)`);
+        await opened?.close({ revoke: false }).catch(() => undefined);
+        opened = undefined;
+        return false;
+      }
+      process.stderr.write(`tnet daemon: ${(e as Error).message}\n`);
+      log.fatal({ err: e }, 'cannot join the cluster');
+      fatal(code === 'conflict' ? 4 : code === 'invalid-argument' ? 2 : 1, 'cluster refused');
+      return true;
+    }
+  };
+  const retry = () => {
+    timer = setTimeout(() => {
+      void attempt().then((done) => {
+        if (!done && !stopped) retry();
+      });
+    }, STORE_RETRY_MS);
+  };
+  if (!(await attempt())) retry();
+  return {
+    close: async () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await c.leaveCluster();
+      // The lease is left to expire rather than revoked: a daemon restarted within the TTL takes
+      // its records over, and the other hosts never see its endpoints go.
+      await opened?.close({ revoke: false });
+    },
+  };
 }

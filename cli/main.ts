@@ -55,6 +55,7 @@ ${GLOBAL}
 Exit codes: 0 ok, 1 error, 2 bad input, 3 not found, 4 conflict or in use, 5 unsupported here, 69 daemon unavailable.`,
   daemon: `Usage: tnet daemon [--state-dir DIR] [--socket PATH] [--plugin-dir DIR] [--no-docker-plugin] [--dns-upstream ADDR]...
                    [--dns-gateways MODE] [--remove-orphans]
+                   [--store URL [--store-ca FILE] [--store-cert FILE --store-key FILE] [--store-ttl S] [--advertise-addr IP|IF]]
 
 Runs the daemon: the control socket, Docker's plugin sockets (PLUGIN_DIR/tnet.sock: the NetworkDriver
 "-d tnet" and the IpamDriver "--ipam-driver tnet"), then reconciles the kernel with the saved state.
@@ -72,6 +73,21 @@ Options:
   --remove-orphans      the state is empty (new, or its database lost) but the kernel holds what an
                         earlier daemon of this state directory made: remove those objects and start
                         (without it the daemon refuses to start and lists them)
+
+Multi-host (overlay networks; every host runs a daemon pointed at the same etcd):
+  --store URL           the global store: etcd://HOST:PORT[,HOST:PORT...], etcds://... for TLS,
+                        USER:PASSWORD@ before the hosts for etcd authentication (default $TNET_STORE)
+  --store-ca FILE       CA of etcd's server certificate (implies TLS) ($TNET_STORE_CA)
+  --store-cert FILE, --store-key FILE
+                        client certificate and key, for etcd with --client-cert-auth
+                        ($TNET_STORE_CERT, $TNET_STORE_KEY)
+  --store-ttl S         this host's lease: its endpoints are withdrawn from the other hosts S seconds
+                        after it dies (default 5; $TNET_STORE_TTL)
+  --advertise-addr IP|IF
+                        this host's VTEP, the underlay address other hosts tunnel to (default: the
+                        source address of the route towards the store; $TNET_ADVERTISE_ADDR).
+                        Two hosts advertising the same address: the second exits with code 4.
+  Without a reachable store the daemon starts anyway, serves local networks and retries every 2 s.
 
 One daemon per state directory: a second one (even with another --socket) exits with code 4 and
 the pid of the one holding STATE_DIR/lock.
@@ -163,10 +179,11 @@ exits with its status.
 ${GLOBAL}`,
 };
 
-function kv(list: string[] | undefined, what: string): Record<string, string> {
+/** KEY=VALUE items; `bare`: a KEY alone is KEY with an empty value (Docker's `-o encrypted`). */
+function kv(list: string[] | undefined, what: string, bare = false): Record<string, string> {
   const out: Record<string, string> = {};
   for (const item of list ?? []) {
-    const eq = item.indexOf('=');
+    const eq = bare && !item.includes('=') && item !== '' ? item.length : item.indexOf('=');
     if (eq <= 0) throw new Usage(`${what} "${item}" is not KEY=VALUE`);
     out[item.slice(0, eq)] = item.slice(eq + 1);
   }
@@ -178,7 +195,7 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2))).join('').trimEnd()).join('\n');
 }
 
-type Net = { id: string; name: string; owner: string; driver: string; internal: boolean; bridge?: string; ipv4?: { subnet: string; gateway?: string }; ipv6?: { subnet: string }; endpoints: unknown[] };
+type Net = { id: string; name: string; owner: string; driver: string; internal: boolean; scope?: string; bridge?: string; ipv4?: { subnet: string; gateway?: string }; ipv6?: { subnet: string }; endpoints: unknown[] };
 type Sb = { id: string; name: string; netns: string; endpoints: { network?: string; ifname: string; ipv4?: string; ipv6?: string }[] };
 
 async function main(argv: string[]): Promise<number> {
@@ -201,6 +218,8 @@ async function main(argv: string[]): Promise<number> {
       alias: { type: 'string', multiple: true }, publish: { type: 'string', short: 'p', multiple: true },
       'plugin-dir': { type: 'string' }, 'no-docker-plugin': { type: 'boolean' }, 'dns-upstream': { type: 'string', multiple: true },
       'dns-gateways': { type: 'string' }, repair: { type: 'boolean' }, 'remove-orphans': { type: 'boolean' },
+      store: { type: 'string' }, 'store-ca': { type: 'string' }, 'store-cert': { type: 'string' }, 'store-key': { type: 'string' },
+      'store-ttl': { type: 'string' }, 'advertise-addr': { type: 'string' },
     },
   });
   const [cmd = '', sub = ''] = pos;
@@ -229,7 +248,7 @@ async function main(argv: string[]): Promise<number> {
     }
     await runDaemon({
       stateDir, socket, dockerPlugin, pluginDir: o['plugin-dir'] ?? process.env.TNET_PLUGIN_DIR, dnsUpstreams, dnsGateways: o['dns-gateways'],
-      removeOrphans: o['remove-orphans'],
+      removeOrphans: o['remove-orphans'], store: await storeOptions(o),
     });
     return -1; // keeps running
   }
@@ -270,7 +289,7 @@ async function main(argv: string[]): Promise<number> {
       const n = await client.call<Net>('POST', '/networks', {
         name: args[0], driver: o.driver, subnet: o.subnet, gateway: o.gateway, ipRange: o['ip-range'],
         auxAddresses: o['aux-address'] ? kv(o['aux-address'], 'aux address') : undefined, ipv6: o.ipv6, subnet6: o.subnet6,
-        gateway6: o.gateway6, ipRange6: o['ip-range6'], internal: o.internal, options: kv(o.opt, 'option'), labels: kv(o.label, 'label'),
+        gateway6: o.gateway6, ipRange6: o['ip-range6'], internal: o.internal, options: kv(o.opt, 'option', true), labels: kv(o.label, 'label'),
       });
       if (o.json) out(n);
       else process.stdout.write(`${n.id}\n`);
@@ -281,8 +300,8 @@ async function main(argv: string[]): Promise<number> {
       const nets = await client.call<Net[]>('GET', '/networks');
       if (o.json) out(nets);
       else
-        process.stdout.write(table([['NETWORK ID', 'NAME', 'DRIVER', 'OWNER', 'SUBNET', 'ENDPOINTS'], ...nets.map((n) => [
-          n.id.slice(0, 12), n.name, n.driver + (n.internal ? ' (internal)' : ''), n.owner || '-', [n.ipv4?.subnet, n.ipv6?.subnet].filter(Boolean).join(','), String(n.endpoints.length),
+        process.stdout.write(table([['NETWORK ID', 'NAME', 'DRIVER', 'SCOPE', 'OWNER', 'SUBNET', 'ENDPOINTS'], ...nets.map((n) => [
+          n.id.slice(0, 12), n.name, n.driver + (n.internal ? ' (internal)' : ''), n.scope ?? 'local', n.owner || '-', [n.ipv4?.subnet, n.ipv6?.subnet].filter(Boolean).join(','), String(n.endpoints.length),
         ])]) + '\n');
       return EXIT.ok;
     }
@@ -391,3 +410,31 @@ main(process.argv.slice(2)).then(
     process.exitCode = report(e);
   },
 );
+
+/** `--store` and its companions (or their TNET_ variables), checked before anything starts. */
+async function storeOptions(o: Record<string, unknown>): Promise<import('./daemon.js').StoreOptions | undefined> {
+  const get = (flag: string, env: string) => (o[flag] as string | undefined) ?? process.env[env] ?? undefined;
+  const url = get('store', 'TNET_STORE');
+  const companions = ['store-ca', 'store-cert', 'store-key', 'store-ttl', 'advertise-addr'].filter((f) => o[f] !== undefined);
+  if (!url) {
+    if (companions.length) throw new Usage(`--${companions[0]} needs --store etcd://HOST:PORT (or TNET_STORE)`);
+    return undefined;
+  }
+  const { parseStoreUrl } = await import('../libnetwork/store/etcd.js');
+  try {
+    parseStoreUrl(url);
+  } catch (e) {
+    throw new Usage(`--store: ${(e as Error).message}`);
+  }
+  const ttlText = get('store-ttl', 'TNET_STORE_TTL');
+  const ttl = ttlText === undefined ? undefined : Number(ttlText);
+  if (ttl !== undefined && (!/^\d+$/.test(ttlText!) || ttl < 1 || ttl > 3600)) throw new Usage(`--store-ttl ${ttlText}: a whole number of seconds from 1 to 3600`);
+  for (const [flag, env] of [['store-cert', 'TNET_STORE_CERT'], ['store-key', 'TNET_STORE_KEY']] as const) {
+    const other = flag === 'store-cert' ? get('store-key', 'TNET_STORE_KEY') : get('store-cert', 'TNET_STORE_CERT');
+    if (get(flag, env) !== undefined && other === undefined) throw new Usage('--store-cert and --store-key go together (a client certificate and its key)');
+  }
+  return {
+    url, ca: get('store-ca', 'TNET_STORE_CA'), cert: get('store-cert', 'TNET_STORE_CERT'), key: get('store-key', 'TNET_STORE_KEY'),
+    ttl, advertise: get('advertise-addr', 'TNET_ADVERTISE_ADDR'),
+  };
+}

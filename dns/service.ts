@@ -3,6 +3,8 @@ import type { Controller } from '../libnetwork/controller.js';
 import { Netns, isErrno, socketBindPair } from '../libnetwork/kernel/index.js';
 import { log as rootLog, type Logger } from '../libnetwork/log.js';
 import type { Endpoint, Network, Sandbox } from '../libnetwork/model.js';
+import type { Peer } from '../libnetwork/cluster.js';
+import { IpAddr } from '../libnetwork/ipam/address.js';
 import { invalid } from '../libnetwork/errors.js';
 import { DEFAULT_GATEWAY_MODE, type GatewayMode } from './gateway-mode.js';
 import { normalizeName } from './records.js';
@@ -157,7 +159,7 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
     server.setNetwork({ networkId: net.id, name: net.name, internal: net.internal, subnets });
   };
 
-  const setEndpoint = (ep: Endpoint, net: Network) => {
+  const setEndpoint = (ep: Pick<Endpoint, 'id' | 'name' | 'aliases' | 'ipv4' | 'ipv6' | 'sandboxId'>, net: Network) => {
     const names: string[] = [];
     for (const n of [ep.name, ...ep.aliases]) {
       try {
@@ -332,10 +334,21 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
     } else removeEndpoint(ep);
   });
 
+  // Another host's endpoint on a global network: in the scope of every local sandbox on that
+  // network, like a local one (its record has no sandbox here).
+  const onPeer = safe('a remote endpoint', (change: 'up' | 'down', peer: Peer, net: Network) => {
+    if (change === 'down') return server.removeEndpoint(peer.endpointId);
+    setEndpoint({
+      id: peer.endpointId, name: peer.name, aliases: peer.aliases ?? [], sandboxId: undefined,
+      ipv4: peer.ip ? IpAddr.parse(peer.ip) : undefined, ipv6: peer.ip6 ? IpAddr.parse(peer.ip6) : undefined,
+    }, net);
+  });
+
   controller.on('network', onNetwork);
   controller.on('sandbox', onSandbox);
   controller.on('endpoint', onEndpoint);
   controller.on('lab', onLab);
+  controller.on('peer', onPeer);
 
   // ---------------------------------------------------------------- what exists now
 
@@ -376,6 +389,7 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
       controller.off('sandbox', onSandbox);
       controller.off('endpoint', onEndpoint);
       controller.off('lab', onLab);
+      controller.off('peer', onPeer);
       while (inflight.size) await Promise.all([...inflight]);
       await server.close();
       sandboxes.clear();

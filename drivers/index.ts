@@ -5,8 +5,9 @@
 import type { DriverFactory } from '../libnetwork/driverapi.js';
 import { bridgeDriver } from './bridge/bridge.js';
 import { macvlanDriver } from './macvlan/macvlan.js';
+import { overlayDriver } from './overlay/overlay.js';
 
-export const builtinDrivers: readonly DriverFactory[] = [bridgeDriver, macvlanDriver];
+export const builtinDrivers: readonly DriverFactory[] = [bridgeDriver, macvlanDriver, overlayDriver];
 
 /** The driver of a network created without `-d`, as with Docker. */
 export const DEFAULT_DRIVER = bridgeDriver.type;

@@ -6,7 +6,10 @@ import {
   type ConnectRequest, type EndpointRequest, connect, createEndpoint, deleteEndpoint, disconnect, join, leave,
   publishPorts, releaseStale, unpublishPorts,
 } from './endpoint.js';
-import { busy, invalid } from './errors.js';
+import { busy, conflict, invalid } from './errors.js';
+import { Cluster, ClusterSync, type Peer } from './cluster.js';
+import { clusterOf, mirrorGlobalNetwork, unmirrorGlobalNetwork } from './global-network.js';
+import type { GlobalStore } from './store/global.js';
 import { hostRoutes } from './hostroutes.js';
 import type { IpAddr } from './ipam/address.js';
 import { type Allocator, LocalAllocator } from './ipam/allocator.js';
@@ -60,6 +63,12 @@ export interface ControllerOptions {
    * (orphans.ts).
    */
   readonly orphans?: 'refuse' | 'remove';
+  /**
+   * This host's tunnel endpoint, for a host that is part of a cluster (`--advertise-addr`): the
+   * global-scope drivers' data plane is restored with it at once; the global store itself is
+   * joined later (joinCluster), when it can be reached.
+   */
+  readonly vtep?: IpAddr;
 }
 
 
@@ -85,6 +94,8 @@ export class Controller extends EventEmitter<ControllerEvents> {
   private readonly lock: StateLock;
   /** The state had no instance yet: new, or lost (see open). */
   private readonly fresh: boolean;
+  private readonly vtep: IpAddr | undefined;
+  private joined: { readonly cluster: Cluster; readonly sync: ClusterSync } | undefined;
 
   private constructor(dir: string, opts: ControllerOptions) {
     super();
@@ -105,14 +116,19 @@ export class Controller extends EventEmitter<ControllerEvents> {
     this.nft = Nft.open();
     const prefix = `tnet:${this.state.instance}:`;
     this.tags = { prefix, of: (kind, id) => `${prefix}${kind}:${id}`, mine: (tag) => tag?.startsWith(prefix) ?? false };
+    this.vtep = opts.vtep;
     this.registry = new DriverRegistry(opts.drivers ?? builtinDrivers);
     for (const type of this.registry.types()) this.drivers.set(type, this.registry.factory(type).create(this.driverContext(type)));
     const avoid = opts.avoid ?? [];
     this.staleGraceMs = opts.staleGraceMs ?? STALE_GRACE_MS;
     this.core = {
-      state: this.state, ipam: this.ipam, locks: new KeyedLock(), rtnl: this.rtnl, scope: this.state.scope,
+      state: this.state, ipam: this.ipam, locks: new KeyedLock(), rtnl: this.rtnl, scope: this.state.scope, tags: this.tags,
       etcNetns: opts.etcNetns ?? '/etc/netns', registry: this.registry, driver: (type) => this.driver(type),
-      taken: async () => [...(await hostRoutes(this.rtnl)), ...avoid], events: this,
+      taken: async () => [...(await hostRoutes(this.rtnl)), ...avoid, ...this.globalSubnets()], events: this,
+      vtep: this.vtep,
+      cluster: () => this.joined,
+      isGlobal: (net) => this.registry.has(net.driver) && this.registry.factory(net.driver).scope === 'global',
+      allocator: (net) => (this.core.isGlobal(net) ? clusterOf(this.core, `network "${net.name}"`).cluster.ipam : this.ipam),
     };
   }
 
@@ -149,7 +165,45 @@ export class Controller extends EventEmitter<ControllerEvents> {
     if (previous?.instance !== this.state.instance) writeMarker(this.stateDir, { instance: this.state.instance, scope: this.state.scope });
   }
 
+  /** The subnets of the global networks mirrored here: a local network's auto-chosen pool avoids them. */
+  private globalSubnets(): Subnet[] {
+    return this.state.networks().filter((n) => this.core.isGlobal(n)).flatMap((n) => [n.ipv4?.subnet, n.ipv6?.subnet].filter((s): s is Subnet => s !== undefined));
+  }
+
+  /**
+   * Joins the cluster of `store`: publishes this host's VTEP (refused 'conflict' when another
+   * live host advertises it), then mirrors the global networks and follows their peers; resolves
+   * once the store's networks are mirrored here. Needs `vtep` (ControllerOptions).
+   */
+  async joinCluster(store: GlobalStore): Promise<void> {
+    if (!this.vtep) throw invalid('joining a cluster needs this host\'s tunnel endpoint (--advertise-addr)', 'store');
+    if (this.joined) throw conflict(`this controller has joined the cluster of ${this.joined.cluster.store.endpoint} already`, 'store');
+    const cluster = await Cluster.join(store, { instance: this.instance, vtep: this.vtep });
+    const sync = new ClusterSync(this.core, cluster, {
+      add: (g) => mirrorGlobalNetwork(this.core, g),
+      remove: (name) => unmirrorGlobalNetwork(this.core, name),
+    });
+    this.joined = { cluster, sync };
+    sync.start();
+    await sync.ready;
+  }
+
+  /** The cluster's view for faces: its store, this host's name and VTEP, and the remote peers of a global network. */
+  get cluster(): { readonly endpoint: string; readonly host: string; readonly vtep: string; remotePeers(network: string): Peer[] } | undefined {
+    const j = this.joined;
+    if (!j) return undefined;
+    return { endpoint: j.cluster.store.endpoint, host: j.cluster.host, vtep: j.cluster.vtep.toString(), remotePeers: (n) => j.sync.remotePeers(n) };
+  }
+
+  /** Stops following the cluster (the store itself is its opener's to close). */
+  async leaveCluster(): Promise<void> {
+    const j = this.joined;
+    this.joined = undefined;
+    await j?.sync.close();
+  }
+
   close(): void {
+    void this.leaveCluster();
     for (const d of this.drivers.values()) d.close?.();
     this.rtnl.close();
     this.nft.close();
@@ -187,6 +241,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
       },
       networks: () => state.networks().filter((n) => n.driver === type),
       log: log.child({ driver: type }),
+      vtep: this.vtep,
     };
   }
 
@@ -219,7 +274,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
 
   /** What the network's driver shows beyond the core's fields (a bridge's name). */
   networkDetails(net: Network): Readonly<Record<string, string>> {
-    return this.driver(net.driver).inspect?.(net) ?? {};
+    return { scope: this.core.isGlobal(net) ? 'global' : 'local', ...this.driver(net.driver).inspect?.(net) };
   }
 
   sandbox(ref: string, owner?: Owner): Sandbox {

@@ -4,15 +4,17 @@
  * controller stays the only writer of CNM state.
  */
 import type { EventEmitter } from 'node:events';
-import type { Driver, DriverRegistry } from './driverapi.js';
+import type { Driver, DriverRegistry, Tags } from './driverapi.js';
 import { TnetError, invalid, notFound } from './errors.js';
 import type { Allocator } from './ipam/allocator.js';
 import type { Subnet } from './ipam/subnet.js';
+import type { IpAddr } from './ipam/address.js';
 import { KernelError, type Rtnl } from './kernel/index.js';
 import type { KeyedLock } from './lock.js';
 import type { Endpoint, Network, Owner, Sandbox } from './model.js';
 import type { State } from './store/state.js';
 import type { LabPlan } from './lab/plan.js';
+import type { Cluster, ClusterSync, Peer } from './cluster.js';
 
 /** Events for listeners such as the DNS server: they learn records from here, never from the store. */
 export interface ControllerEvents {
@@ -24,6 +26,8 @@ export interface ControllerEvents {
    * after its links are up; 'down' when it is destroyed (plan undefined).
    */
   lab: [change: 'up' | 'down', name: string, plan: LabPlan | undefined, sandboxOf: (node: string) => string | undefined];
+  /** A remote endpoint (another host's, on a global network this host mirrors) came or went. */
+  peer: [change: 'up' | 'down', peer: Peer, net: Network];
 }
 
 export interface Core {
@@ -34,6 +38,8 @@ export interface Core {
   readonly rtnl: Rtnl;
   /** What host-wide kernel names carry ('' = none). */
   readonly scope: string;
+  /** This instance's ownership tags (the alias on every link it makes in the host namespace). */
+  readonly tags: Tags;
   /** Where lab sandboxes' resolv.conf goes. */
   readonly etcNetns: string;
   readonly registry: DriverRegistry;
@@ -42,6 +48,14 @@ export interface Core {
   taken(): Promise<Subnet[]>;
   /** Where the operations announce what changed (the controller itself). */
   readonly events: EventEmitter<ControllerEvents>;
+  /** This host's tunnel endpoint when it is configured for a cluster (`--advertise-addr`), known before the store is reached. */
+  readonly vtep: IpAddr | undefined;
+  /** The cluster this host has joined (a global store), or undefined: none configured, or not reached yet. */
+  cluster(): { readonly cluster: Cluster; readonly sync: ClusterSync } | undefined;
+  /** Whether the network's driver is global-scope (its record and addresses are the cluster's). */
+  isGlobal(net: Pick<Network, 'driver'>): boolean;
+  /** The allocator of a network's addresses: this host's, or the cluster's for a global network. */
+  allocator(net: Pick<Network, 'driver' | 'name'>): Allocator;
 }
 
 export const DOCKER_ID = /^[0-9a-f]{64}$/;

@@ -13,7 +13,7 @@ import type { IpAddr } from './ipam/address.js';
 import type { Netns, Nft, Rtnl } from './kernel/index.js';
 import type { DriverType, Endpoint, Network, PortMapping } from './model.js';
 import type { Txn } from './txn.js';
-import type { GlobalStore } from './store/global.js';
+import type { Peer } from './store/peers.js';
 
 /**
  * Where an endpoint's interface goes when it joins a sandbox.
@@ -75,8 +75,12 @@ export interface DriverContext {
   /** The other networks of this driver's type, as the store holds them now. */
   networks(): readonly Network[];
   readonly log: Logger;
-  /** The distributed store, for global-scope drivers (overlay); absent on a host without one. */
-  readonly globalStore?: GlobalStore;
+  /**
+   * This host's tunnel endpoint (`--advertise-addr`), for global-scope drivers (overlay); absent
+   * on a host without a global store. Known from the start, even while the store is unreachable,
+   * so a restart restores the data plane without it.
+   */
+  readonly vtep?: IpAddr;
 }
 
 /** A difference a driver finds between its records and the kernel; the doctor names the record. */
@@ -131,6 +135,15 @@ export interface Driver {
    * this driver), recreate what is missing, remove what this instance owns and no longer wants.
    */
   restore(nets: readonly Network[], eps: readonly Endpoint[]): Promise<void>;
+  /**
+   * Global-scope drivers: the remote endpoints of a network (other hosts', from the peer table).
+   * `setPeers`: they are exactly `peers` now (the first listing, a re-listing after the store
+   * compacted past the watch): program what is missing, remove what is not in the list, leave
+   * what is already right untouched (no blip). `addPeer`/`removePeer`: one came or went.
+   */
+  setPeers?(net: Network, peers: readonly Peer[]): Promise<void>;
+  addPeer?(net: Network, peer: Peer): Promise<void>;
+  removePeer?(net: Network, peer: Peer): Promise<void>;
   /** What views show of a network beyond the core's fields (a bridge's name...). */
   inspect?(net: Network): Readonly<Record<string, string>>;
   /** Releases what the driver holds in the process (timers, watches); the kernel objects stay. */
@@ -162,6 +175,10 @@ export class DriverRegistry {
     const f = this.factories.get(type);
     if (!f) throw invalid(`driver "${type}" is not supported; supported drivers are ${this.types().join(', ')}`, `driver "${type}"`);
     return f;
+  }
+
+  has(type: string): boolean {
+    return this.factories.has(type);
   }
 
   types(): DriverType[] {

@@ -6,7 +6,9 @@
 import { existsSync } from 'node:fs';
 import { type Core, DOCKER_ID, explain, readyNetwork, readySandbox } from './core.js';
 import type { Attachment, JoinTarget } from './driverapi.js';
-import { busy, conflict, invalid, isTnetError, notFound } from './errors.js';
+import { TnetError, busy, conflict, invalid, isTnetError, notFound } from './errors.js';
+import { peerOf } from './cluster.js';
+import { clusterOf } from './global-network.js';
 import { failpoint } from './failpoint.js';
 import { configureInterface, removeInterface } from './iface.js';
 import { IpAddr } from './ipam/address.js';
@@ -16,7 +18,7 @@ import type { Endpoint, Network, Owner, PortMapping, PortRequest, Sandbox } from
 import { checkAlias, checkMac, dnsNameClash, macFor, short } from './names.js';
 import { checkPortFree, choosePorts, publishRequests, publishTarget } from './ports.js';
 import { newId } from './store/state.js';
-import { transaction } from './txn.js';
+import { type Txn, transaction } from './txn.js';
 
 export interface ConnectRequest {
   readonly ip?: string;
@@ -91,8 +93,9 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
       let ep: Endpoint;
       try {
         // Not durable on their own: the endpoint's 'ready' commit carries them to disk (Ipam.commit).
-        const ipv4 = net.ipv4 ? await core.ipam.requestAddress(net.ipv4.poolId, { address: req.ip, owner: id, durable: false }) : undefined;
-        const ipv6 = net.ipv6 ? await core.ipam.requestAddress(net.ipv6.poolId, { address: req.ip6, owner: id, durable: false }) : undefined;
+        const ipam = core.allocator(net);
+        const ipv4 = net.ipv4 ? await ipam.requestAddress(net.ipv4.poolId, { address: req.ip, owner: id, durable: false }) : undefined;
+        const ipv6 = net.ipv6 ? await ipam.requestAddress(net.ipv6.poolId, { address: req.ip6, owner: id, durable: false }) : undefined;
         ep = { ...intent, ipv4, ipv6, mac: mac ?? macFor(ipv4?.value, id) };
         failpoint('connect:allocated');
         await transaction(async (t) => {
@@ -104,6 +107,7 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
           failpoint('connect:configured');
           if (ports.length) await d.programExternalConnectivity?.(net, ep, ports, t);
           failpoint('connect:published');
+          await publishPeer(core, net, ep, t);
         });
       } catch (e) {
         await forgetEndpoint(core, net, intent);
@@ -135,6 +139,9 @@ export async function disconnect(core: Core, netRef: string, sbRef: string): Pro
       const sb = readySandbox(core, sb0.id);
       const ep = core.state.endpointsOfSandbox(sb.id).find((e) => e.networkId === net.id);
       if (!ep) throw notFound(`sandbox "${sb.name}" is not connected to network "${net.name}"`, `sandbox "${sb.name}"`);
+      // The other hosts first, while nothing here has changed: with the store unreachable the
+      // disconnect is refused whole, never left with a peer record that outlives its endpoint.
+      if (core.isGlobal(net)) await clusterOf(core, `network "${net.name}"`).cluster.peers.withdrawPeer(net.name, ep.id);
       // The successor of a default-route provider is recorded with the 'deleting' mark, so the
       // store names the provider at every point a crash can hit; the reconcile (re)adds the
       // route a provider lacks. Its route goes in only after the old interface (and route) is gone.
@@ -158,6 +165,7 @@ export async function disconnect(core: Core, netRef: string, sbRef: string): Pro
 /** The kernel side of an endpoint goes: its published ports, the driver's interface, the sandbox's. */
 export async function teardownEndpoint(core: Core, net: Network, ep: Endpoint, how: { sandboxGoing: boolean }): Promise<void> {
   const d = core.driver(net.driver);
+  if (core.isGlobal(net)) await withdrawPeer(core, net, ep);
   if (ep.ports.length) await d.revokeExternalConnectivity?.(net, ep, ep.ports);
   failpoint('endpoint:unpublished');
   await d.leave(net, ep, how);
@@ -173,9 +181,62 @@ export async function teardownEndpoint(core: Core, net: Network, ep: Endpoint, h
  * takes none at all.
  */
 export async function forgetEndpoint(core: Core, net: Network, ep: Endpoint, opts: { durableLater?: boolean } = {}): Promise<void> {
-  if (net.addresses === 'tnet') await core.ipam.releaseOwned(ep.id, { durable: false });
+  if (core.isGlobal(net)) await releaseGlobalAddresses(core, net, ep);
+  else if (net.addresses === 'tnet') await core.ipam.releaseOwned(ep.id, { durable: false });
   if (opts.durableLater) core.state.unsynced(() => core.state.deleteEndpoint(ep.id));
   else core.state.tx(() => core.state.deleteEndpoint(ep.id));
+}
+
+/**
+ * Publishes a local endpoint of a global network to the other hosts (its peer record, under this
+ * host's lease), as the last step of its transaction: a failure undoes the endpoint.
+ */
+async function publishPeer(core: Core, net: Network, ep: Endpoint, t: Txn): Promise<void> {
+  if (!core.isGlobal(net)) return;
+  const { cluster } = clusterOf(core, `network "${net.name}"`);
+  await t.step(
+    `peer record of ${ep.name} on ${net.name}`,
+    async () => void (await cluster.peers.publishPeer(peerOf(net, ep))),
+    () => cluster.peers.withdrawPeer(net.name, ep.id),
+  );
+}
+
+/**
+ * Withdraws an endpoint's peer record. Unreachable store: logged, not fatal (the caller already
+ * withdrew it when it could, as disconnect does; a record left is withdrawn when this host next
+ * re-lists, and with its lease if this host dies).
+ */
+async function withdrawPeer(core: Core, net: Network, ep: Endpoint): Promise<void> {
+  const c = core.cluster();
+  if (!c) return;
+  await c.cluster.peers.withdrawPeer(net.name, ep.id).catch((e: unknown) => {
+    if (!isTnetError(e, 'unavailable')) throw e;
+    log.warn({ network: net.name, endpoint: short(ep.id), err: (e as Error).message }, 'the peer record of an endpoint could not be withdrawn now');
+  });
+}
+
+/**
+ * Gives an endpoint's addresses back to the cluster: the ones it has, or (an interrupted
+ * connect that never recorded them) whatever it owns. Already gone (the network's pools went
+ * with it) is fine; an unreachable store leaves them allocated, logged with their owner.
+ */
+async function releaseGlobalAddresses(core: Core, net: Network, ep: Endpoint): Promise<void> {
+  const c = core.cluster();
+  const known = [[ep.ipv4, net.ipv4], [ep.ipv6, net.ipv6]] as const;
+  try {
+    if (!c) throw new TnetError('unavailable', 'the global store has not been reached yet');
+    if (ep.ipv4 || ep.ipv6) {
+      for (const [addr, ip] of known) {
+        if (!addr || !ip) continue;
+        await c.cluster.ipam.releaseAddress(ip.poolId, addr.toString()).catch((e: unknown) => {
+          if (!isTnetError(e, 'not-found')) throw e;
+        });
+      }
+    } else await c.cluster.ipam.releaseOwned(ep.id);
+  } catch (e) {
+    if (!isTnetError(e, 'unavailable')) throw e;
+    log.warn({ network: net.name, owner: ep.id, err: (e as Error).message }, 'the addresses of a removed endpoint stay allocated in the global store (owner = the endpoint id)');
+  }
 }
 
 /** The gateways through which an endpoint on `net` would supply its sandbox's default routes. */

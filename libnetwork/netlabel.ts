@@ -19,3 +19,9 @@ export const CONTAINER_IFACE_PREFIX = 'com.docker.network.container_iface_prefix
 /** Docker's bridge keys that tnet accepts (their values checked) and does not act on. */
 export const INHIBIT_IPV4 = 'com.docker.network.bridge.inhibit_ipv4';
 export const DEFAULT_BRIDGE = 'com.docker.network.bridge.default_bridge';
+/**
+ * Docker's overlay key for the VNIs of a network (swarm's manager hands each node the list). A
+ * global network's mirror carries the VNI the cluster gave it here, so every host's driver uses
+ * the same one.
+ */
+export const VXLANID_LIST = 'com.docker.network.driver.overlay.vxlanid_list';

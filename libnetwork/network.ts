@@ -16,6 +16,7 @@ import type { AddressSource, IpConfig, Network, Owner } from './model.js';
 import { checkName, short } from './names.js';
 import { newId } from './store/state.js';
 import { transaction } from './txn.js';
+import { createGlobalNetwork, deleteGlobalNetwork } from './global-network.js';
 
 /** One family's addressing of a new network. */
 export interface SubnetRequest {
@@ -65,6 +66,7 @@ export async function createNetwork(core: Core, req: NetworkRequest): Promise<Ne
   const id = req.id ?? newId();
   const name = req.name === undefined && owner === 'docker' ? dockerName(core, id) : checkName('network', req.name);
   const factory = core.registry.factory(req.driver ?? DEFAULT_DRIVER);
+  if (factory.scope === 'global') return createGlobalNetwork(core, { ...req, driver: factory.type });
   const driver = core.driver(factory.type);
   return core.locks.exclusive(`network-name:${owner}:${name.toLowerCase()}`, () =>
     core.locks.exclusive(id, async () => {
@@ -125,6 +127,12 @@ function dockerName(core: Core, id: string): string {
 
 /** A pool of the network's own: the given subnet, or the first free default one. */
 async function ownPool(core: Core, net: Network, r: SubnetRequest, family: 4 | 6): Promise<IpConfig | undefined> {
+  const s = r.subnet ? Subnet.tryParse(r.subnet) : undefined;
+  if (s) {
+    // The cluster's subnets are not in this host's IPAM: a global network's subnet is everyone's.
+    const g = core.state.networks().find((n) => core.isGlobal(n) && [n.ipv4?.subnet, n.ipv6?.subnet].some((x) => x?.overlaps(s)));
+    if (g) throw conflict(`subnet ${s} overlaps global network "${g.name}" (${g.ipv4?.subnet ?? g.ipv6?.subnet}), which spans every host of the cluster`, `subnet "${s}"`);
+  }
   const avoid = r.subnet ? [] : await core.taken();
   const pool = await core.ipam.requestPool({
     subnet: r.subnet, ipRange: r.ipRange, gateway: r.gateway, auxAddresses: r.auxAddresses, v6: family === 6, avoid, owner: poolOwner(net),
@@ -172,6 +180,11 @@ async function externalPool(core: Core, net: Network, r: SubnetRequest, family: 
 
 /** Drops a network's row and its pools (a failed create, a delete, an interrupted one). */
 export async function forgetNetwork(core: Core, net: Network): Promise<void> {
+  if (core.isGlobal(net)) {
+    // Its pools are the cluster's record's: they go with it (GlobalNetworks.delete), not with a mirror.
+    core.state.tx(() => core.state.deleteNetwork(net.id));
+    return;
+  }
   const ids = new Set([net.ipv4?.poolId, net.ipv6?.poolId].filter((p): p is string => p !== undefined));
   for (const p of await core.ipam.listPools({ owner: poolOwner(net) })) ids.add(p.id);
   for (const id of ids) {
@@ -204,6 +217,7 @@ export async function deleteNetwork(core: Core, ref: string, opts: { owner?: Own
         `network "${net.name}"`,
       );
     }
+    if (core.isGlobal(net)) return deleteGlobalNetwork(core, net);
     const d = core.driver(net.driver);
     for (const ep of eps) {
       log.info({ network: net.name, endpoint: short(ep.id) }, 'removing a stale endpoint with its network');

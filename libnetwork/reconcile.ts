@@ -9,7 +9,7 @@ import type { Attachment, Driver } from './driverapi.js';
 import { forgetEndpoint, gatewayProviderOf, gatewaysOf, teardownEndpoint } from './endpoint.js';
 import { failpoint } from './failpoint.js';
 import { type SandboxView, configureInterface, loProblem, removeInterface, sandboxSideProblems, viewSandbox } from './iface.js';
-import { Netns, linkSetUp, netnsAdd, netnsExists, withRtnl } from './kernel/index.js';
+import { Netns, linkDelIfExists, linkList, linkSetUp, netnsAdd, netnsExists, withRtnl } from './kernel/index.js';
 import { log } from './log.js';
 import type { Endpoint, Network, Sandbox } from './model.js';
 import { forgetNetwork } from './network.js';
@@ -53,9 +53,12 @@ export async function reconcile(core: Core, drivers: ReadonlyMap<string, Driver>
   const state = core.state;
   if (!opts.live) await undoInterrupted(core);
   failpoint('reconcile:undone');
-  // 2. Each driver makes its side match: networks, stale links, the firewall.
+  // 2. The links this instance tagged and no record wants go (endpoints first: they sit on
+  //    bridges), whatever driver made them; then each driver makes its side match: networks,
+  //    endpoints' host sides, the firewall.
   const nets = state.networks();
   const eps = state.endpoints();
+  await removeUnwantedLinks(core, nets, eps);
   const typeOf = new Map(nets.map((n) => [n.id, n.driver]));
   for (const [type, d] of drivers) {
     await d.restore(nets.filter((n) => n.driver === type), eps.filter((e) => typeOf.get(e.networkId) === type));
@@ -75,6 +78,17 @@ export async function reconcile(core: Core, drivers: ReadonlyMap<string, Driver>
     });
   }
   log.info({ ms: Math.round(performance.now() - t0) }, 'reconciled');
+}
+
+/** Links in the host namespace under this instance's tag that no network or endpoint record names. */
+async function removeUnwantedLinks(core: Core, nets: readonly Network[], eps: readonly Endpoint[]): Promise<void> {
+  const wanted = new Set([...nets.map((n) => core.tags.of('network', n.id)), ...eps.map((e) => core.tags.of('endpoint', e.id))]);
+  const stale = (await linkList(core.rtnl)).filter((l) => core.tags.mine(l.alias) && !wanted.has(l.alias!));
+  stale.sort((a, b) => Number(a.kind === 'bridge') - Number(b.kind === 'bridge'));
+  for (const l of stale) {
+    log.info({ link: l.name, tag: l.alias }, 'reconcile: removing a link tnet no longer wants');
+    await linkDelIfExists(core.rtnl, l.name);
+  }
 }
 
 /** 1. Undo interrupted operations, innermost objects first. */

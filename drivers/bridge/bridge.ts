@@ -361,14 +361,7 @@ export class BridgeDriver implements Driver {
     const h = this.ctx.rtnl;
     const links = await linkList(h);
     const byName = new Map(links.map((l) => [l.name, l]));
-    const wantedTags = new Set([...nets.map((n) => this.tag('network', n.id)), ...eps.map((e) => this.tag('endpoint', e.id))]);
-    // Remove what this instance tagged and no longer wants (endpoints first: they sit on bridges).
-    const stale = links.filter((l) => l.alias?.startsWith(this.ctx.tags.prefix) && !wantedTags.has(l.alias));
-    stale.sort((a, b) => Number(a.kind === 'bridge') - Number(b.kind === 'bridge'));
-    for (const l of stale) {
-      this.ctx.log.info({ link: l.name, tag: l.alias }, 'reconcile: removing a link tnet no longer wants');
-      await linkDelIfExists(h, l.name);
-    }
+    // Links tagged by this instance and wanted by no record are gone already (the core's reconcile).
     // Recreate bridges that are missing (after a reboot), and their addresses.
     for (const net of nets) {
       const c = this.cfg(net);

@@ -13,7 +13,7 @@ import { registerDoctorRoutes } from './doctor.js';
 
 /** HTTP status for each error code of the control API; the CLI maps codes to exit codes. */
 const STATUS: Record<string, number> = {
-  'invalid-argument': 400, 'not-found': 404, conflict: 409, busy: 409, unsupported: 501, kernel: 500, internal: 500,
+  'invalid-argument': 400, 'not-found': 404, conflict: 409, busy: 409, unsupported: 501, kernel: 500, internal: 500, unavailable: 503,
 };
 
 function sendError(reply: FastifyReply, e: unknown) {

@@ -17,7 +17,7 @@
  *   /tnet/v1/peers/<network>/<epId>   Peer under the owning host's lease (store/peers.ts)
  * Leased keys vanish with their host; everything else stays until deleted.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { TnetError, busy, conflict, invalid, notFound } from '../errors.js';
 import type { Compare, GlobalStore, KeyValue, Op, Watch } from '../store/global.js';
 import { IpAddr } from './address.js';
@@ -370,6 +370,11 @@ export interface GlobalNetwork {
   readonly options: Readonly<Record<string, string>>;
   /** The host that created it (for messages). */
   readonly createdBy: string;
+  /** Who drives its lifecycle on every host (`''`: people, through tnet network). */
+  readonly owner?: string;
+  readonly labels?: Readonly<Record<string, string>>;
+  readonly internal?: boolean;
+  readonly created?: string;
 }
 
 export interface GlobalNetworkRequest {
@@ -382,6 +387,11 @@ export interface GlobalNetworkRequest {
   readonly options?: Readonly<Record<string, string>>;
   /** This host's name, recorded as the creator. */
   readonly host: string;
+  /** The id every host mirrors it under (64 hex digits); default a new one. */
+  readonly id?: string;
+  readonly owner?: string;
+  readonly labels?: Readonly<Record<string, string>>;
+  readonly internal?: boolean;
 }
 
 /**
@@ -432,13 +442,17 @@ export class GlobalNetworks {
         pools.push({ poolId: plan.pool.id, subnet: plan.pool.subnet.toString(), ...(plan.pool.gateway ? { gateway: plan.pool.gateway.toString() } : {}) });
       }
       const net: GlobalNetwork = {
-        id: randomUUID().replace(/-/g, ''),
+        id: req.id ?? randomBytes(32).toString('hex'),
         name: req.name,
         driver: req.driver ?? 'overlay',
         vni,
         pools,
         options: { ...(req.options ?? {}) },
         createdBy: req.host,
+        ...(req.owner ? { owner: req.owner } : {}),
+        ...(req.labels && Object.keys(req.labels).length ? { labels: req.labels } : {}),
+        ...(req.internal ? { internal: true } : {}),
+        created: new Date().toISOString(),
       };
       ops.push({ put: KEYS.poolsGuard, value: net.id }, { put: KEYS.network(req.name), value: JSON.stringify(net) }, { put: KEYS.vni(vni), value: req.name });
       if ((await this.store.commit(compares, ops)).ok) return net;

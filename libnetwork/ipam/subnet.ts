@@ -35,6 +35,15 @@ export class Subnet {
    * no leading zero, no spaces), a prefix beyond 32/128, a malformed address, and host bits set
    * ("10.0.0.1/24" is an interface address, not a subnet; the error suggests 10.0.0.0/24).
    */
+  /** The subnet, or undefined when `text` is not one (the caller reports it elsewhere). */
+  static tryParse(text: string): Subnet | undefined {
+    try {
+      return Subnet.parse(text);
+    } catch {
+      return undefined;
+    }
+  }
+
   static parse(text: string): Subnet {
     if (typeof text !== 'string' || text === '') throw invalid('a subnet is required');
     const object = `subnet "${text}"`;

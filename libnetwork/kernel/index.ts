@@ -14,3 +14,4 @@ export * from './neigh.js';
 export * from './nft.js';
 export * from './sysctl.js';
 export * from './socket.js';
+export * from './xfrm.js';

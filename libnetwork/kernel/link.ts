@@ -2,7 +2,7 @@ import { openSync, closeSync } from 'node:fs';
 import { AttrStream, FlagsNew, ifla, rt } from 'netlink';
 import { KernelError, isErrno } from './error.js';
 import { ifnameProblem } from './ifname.js';
-import { ipBytes, macBytes, macString } from './inet.js';
+import { familyOf, ipBytes, macBytes, macString } from './inet.js';
 import type { Netns } from './netns.js';
 import { type Rtnl, withRtnl } from './rtnl.js';
 
@@ -43,6 +43,8 @@ export interface Vxlan extends LinkCommon {
   readonly port?: number;
   readonly underlay?: number; // ifindex
   readonly learning?: boolean;
+  /** Answer ARP and neighbour solicitations from the device's own neighbour table (no flooding needed). */
+  readonly proxy?: boolean;
 }
 
 export type MacvlanMode = 'private' | 'vepa' | 'bridge' | 'passthru';
@@ -147,8 +149,9 @@ function kindData(spec: LinkSpec, openFds: number[]): Buffer {
     }
     case 'vxlan':
       return linkinfo('vxlan', (d) => {
-        const v: ifla.Vxlan = { id: spec.vni, learning: spec.learning ? 1 : 0 };
-        if (spec.local) v.local = ipBytes(spec.local);
+        const v: ifla.Vxlan = { id: spec.vni, learning: spec.learning ? 1 : 0, ...(spec.proxy ? { proxy: 1 } : {}) };
+        if (spec.local && familyOf(spec.local) === 6) v.local6 = ipBytes(spec.local);
+        else if (spec.local) v.local = ipBytes(spec.local);
         if (spec.underlay) v.link = spec.underlay;
         d.emit(ifla.formatVxlan(v));
         d.push(IFLA_VXLAN_PORT, be16(spec.port ?? 4789));

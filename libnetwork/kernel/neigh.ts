@@ -1,5 +1,5 @@
 import { FlagsNew } from 'netlink';
-import { AF_BRIDGE, afOf, familyOf, ipBytes, macBytes } from './inet.js';
+import { AF_BRIDGE, AF_INET, AF_INET6, afOf, familyOf, ipBytes, ipFromBytes, macBytes, macString } from './inet.js';
 import type { Rtnl } from './rtnl.js';
 
 
@@ -41,4 +41,48 @@ export async function fdbDel(h: Rtnl, ifindex: number, mac: string, dst: string)
       { lladdr: macBytes(mac), dst: ipBytes(dst) },
     ),
   );
+}
+
+/**
+ * A static bridge FDB entry on a VXLAN device, replacing any for the same MAC: frames for `mac`
+ * go to the VTEP `dst` (`bridge fdb replace MAC dev vx dst IP self permanent`). Replace, not
+ * append: an endpoint that moved to another host has one destination, never two.
+ */
+export async function fdbSet(h: Rtnl, ifindex: number, mac: string, dst: string): Promise<void> {
+  await h.call('fdb set', `${mac} dst ${dst} on link ${ifindex}`, () =>
+    h.sock.newNeighbor(
+      { family: AF_BRIDGE, ifindex, state: { permanent: true }, flags: { self: true } },
+      { lladdr: macBytes(mac), dst: ipBytes(dst) },
+      { flags: FlagsNew.CREATE | FlagsNew.REPLACE },
+    ),
+  );
+}
+
+/** A permanent entry of one link: a neighbour (IP -> MAC) or an FDB entry (MAC -> VTEP `dst`). */
+export interface StaticEntry {
+  readonly ip: string;
+  readonly mac: string;
+}
+
+/** The permanent neighbour entries (IPv4 and IPv6) of a link: `ip neigh show dev LINK nud permanent`. */
+export async function neighList(h: Rtnl, ifindex: number): Promise<StaticEntry[]> {
+  const msgs = await h.dump('neigh list', `link ${ifindex}`, (s) => s.getNeighbors({ ifindex }));
+  const out: StaticEntry[] = [];
+  for (const m of msgs) {
+    if (m.data.ifindex !== ifindex || !m.data.state?.permanent || !m.attrs.dst || !m.attrs.lladdr) continue;
+    if (m.data.family !== AF_INET && m.data.family !== AF_INET6) continue;
+    out.push({ ip: ipFromBytes(m.attrs.dst), mac: macString(m.attrs.lladdr)! });
+  }
+  return out;
+}
+
+/** The permanent FDB entries of a VXLAN link that name a destination: `bridge fdb show dev LINK` (ip = the VTEP). */
+export async function fdbList(h: Rtnl, ifindex: number): Promise<StaticEntry[]> {
+  const msgs = await h.dump('fdb list', `link ${ifindex}`, (s) => s.getNeighbors({ family: AF_BRIDGE, ifindex }));
+  const out: StaticEntry[] = [];
+  for (const m of msgs) {
+    if (m.data.ifindex !== ifindex || !m.data.state?.permanent || !m.attrs.dst || !m.attrs.lladdr) continue;
+    out.push({ ip: ipFromBytes(m.attrs.dst), mac: macString(m.attrs.lladdr)! });
+  }
+  return out;
 }

@@ -78,8 +78,8 @@ describe('drivers come from the registry', () => {
   });
 
   it("views get the driver's details through the controller", async () => {
-    expect(c.networkDetails(await c.createNetwork({ name: 'a' }))).toEqual({ bridge: 'br-x' });
-    expect(c.networkDetails(await c.createNetwork({ name: 'b', driver: 'other' }))).toEqual({});
+    expect(c.networkDetails(await c.createNetwork({ name: 'a' }))).toEqual({ scope: 'local', bridge: 'br-x' });
+    expect(c.networkDetails(await c.createNetwork({ name: 'b', driver: 'other' }))).toEqual({ scope: 'local' });
   });
 
   it('each driver gets its own context: its networks, its records, the instance tags', async () => {
