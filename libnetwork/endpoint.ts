@@ -311,7 +311,10 @@ export async function createEndpoint(core: Core, netRef: string, req: EndpointRe
       throw e;
     }
     try {
-      await transaction(async (t) => core.driver(net.driver).createEndpoint?.(net, ep, t));
+      await transaction(async (t) => {
+        await core.driver(net.driver).createEndpoint?.(net, ep, t);
+        await publishPeer(core, net, ep, t);
+      });
     } catch (e) {
       core.state.tx(() => core.state.deleteEndpoint(ep.id));
       throw explain(e);

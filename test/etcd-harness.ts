@@ -18,7 +18,7 @@ export interface EtcdTls {
 }
 
 export interface Etcd {
-  /** The `--store` value: etcds://127.0.0.1:PORT. */
+  /** The `--store` value: etcds://HOST:PORT (HOST: 127.0.0.1 unless startEtcd was given another). */
   readonly url: string;
   readonly tls: EtcdTls;
   readonly pid: () => number | undefined;
@@ -42,8 +42,8 @@ function run(cmd: string, args: string[]): string {
   return r.stdout;
 }
 
-/** A CA, a server certificate with IP SAN 127.0.0.1 (+ localhost), a client certificate. */
-export function makeCerts(dir: string): EtcdTls & { serverCert: string; serverKey: string } {
+/** A CA, a server certificate with IP SAN 127.0.0.1 (+ localhost, + `extraIps`), a client certificate. */
+export function makeCerts(dir: string, extraIps: readonly string[] = []): EtcdTls & { serverCert: string; serverKey: string } {
   const p = (f: string) => join(dir, f);
   const key = (f: string) => run('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', p(f)]);
   key('ca.key');
@@ -54,7 +54,8 @@ export function makeCerts(dir: string): EtcdTls & { serverCert: string; serverKe
     writeFileSync(p(`${name}.ext`), ext);
     run('openssl', ['x509', '-req', '-in', p(`${name}.csr`), '-CA', p('ca.crt'), '-CAkey', p('ca.key'), '-CAcreateserial', '-days', '1', '-extfile', p(`${name}.ext`), '-out', p(`${name}.crt`)]);
   };
-  sign('server', 'etcd', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
+  const sans = ['IP:127.0.0.1', ...extraIps.map((ip) => `IP:${ip}`), 'DNS:localhost'].join(',');
+  sign('server', 'etcd', `subjectAltName=${sans}\nextendedKeyUsage=serverAuth,clientAuth\n`);
   sign('client', 'tnet', 'extendedKeyUsage=clientAuth\n');
   return { ca: p('ca.crt'), cert: p('client.crt'), key: p('client.key'), serverCert: p('server.crt'), serverKey: p('server.key') };
 }
@@ -73,14 +74,22 @@ export function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** `tls: false`: plain etcd:// without certificates (the default is TLS with client authentication). */
-export async function startEtcd(opts: { tls?: boolean } = {}): Promise<Etcd> {
+/**
+ * `tls: false`: plain etcd:// without certificates (the default is TLS with client authentication).
+ * `host`: the address clients use (default 127.0.0.1), e.g. an underlay bridge's address that
+ * namespaced "hosts" reach; it goes into the server certificate, and etcd also listens on
+ * 127.0.0.1.
+ */
+export async function startEtcd(opts: { tls?: boolean; host?: string } = {}): Promise<Etcd> {
   const secure = opts.tls !== false;
+  const host = opts.host ?? '127.0.0.1';
   const dir = mkdtempSync(join(tmpdir(), 'tnet-etcd-'));
-  const certs = makeCerts(dir);
+  const certs = makeCerts(dir, host === '127.0.0.1' ? [] : [host]);
   const clientPort = await freePort();
   const peerPort = await freePort();
-  const endpoint = `${secure ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
+  const scheme = secure ? 'https' : 'http';
+  const endpoint = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${clientPort}`;
+  const listen = host === '127.0.0.1' ? endpoint : `${endpoint},${scheme}://127.0.0.1:${clientPort}`;
   const tlsArgs = secure ? ['--cert-file', certs.serverCert, '--key-file', certs.serverKey, '--client-cert-auth', '--trusted-ca-file', certs.ca] : [];
   const ctlTls = secure ? [`--cacert=${certs.ca}`, `--cert=${certs.cert}`, `--key=${certs.key}`] : [];
   const ctl = (...args: string[]) =>
@@ -99,7 +108,7 @@ export async function startEtcd(opts: { tls?: boolean } = {}): Promise<Etcd> {
       [
         '--name', 'tnet-test',
         '--data-dir', join(dir, 'data'),
-        '--listen-client-urls', endpoint,
+        '--listen-client-urls', listen,
         '--advertise-client-urls', endpoint,
         '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
         '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
@@ -140,7 +149,7 @@ export async function startEtcd(opts: { tls?: boolean } = {}): Promise<Etcd> {
 
   await start();
   return {
-    url: `${secure ? 'etcds' : 'etcd'}://127.0.0.1:${clientPort}`,
+    url: `${secure ? 'etcds' : 'etcd'}://${endpoint.slice(endpoint.indexOf('//') + 2)}`,
     tls: { ca: certs.ca, cert: certs.cert, key: certs.key },
     pid: () => child?.pid,
     stop,

@@ -108,14 +108,19 @@ function ipArgv(ns: Netns | undefined, args: string[]): [string, string[]] {
 
 function run(cmd: string, argv: string[], input: string): Promise<{ code: number; out: string; err: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, argv, { stdio: [input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? 1, out, err }));
-    child.stdin.end(input);
+    if (child.stdin) {
+      // ip stops reading at its first failing line and exits: the rest of the batch meets a
+      // closed pipe (EPIPE). Its exit status and "Error:" line are what the caller reports.
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(input);
+    }
   });
 }
 
