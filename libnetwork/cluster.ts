@@ -48,6 +48,9 @@ export class Cluster {
   }
 }
 
+/** Who an address of the cluster's is allocated to: `HOST:ENDPOINT-ID`, so its host can find it again. */
+export const addressOwner = (c: Cluster, endpointId: string) => `${c.host}:${endpointId}`;
+
 /** The peer record of a local endpoint. */
 export function peerOf(net: Network, ep: Endpoint): Omit<Peer, 'vtep' | 'host'> {
   return {
@@ -187,6 +190,28 @@ export class ClusterSync {
     }
     const gone = await this.cluster.peers.withdrawStale(keep);
     if (gone.length) log.info({ withdrawn: gone.map((p) => `${p.network}/${p.name}`) }, 'cluster: withdrew the records of endpoints this host no longer has');
+    await this.releaseLeftovers();
+  }
+
+  /**
+   * Addresses this host allocated for endpoints it does not have: a connect interrupted before
+   * its endpoint was recorded, or one undone while the store was unreachable. Only this host's
+   * (the owner names it): another host's connect in flight is never touched.
+   */
+  private async releaseLeftovers(): Promise<void> {
+    const mine = `${this.cluster.host}:`;
+    for (const net of this.core.state.networks()) {
+      if (!this.core.isGlobal(net)) continue;
+      const live = new Set(this.core.state.endpointsOfNetwork(net.id).map((e) => e.id));
+      for (const ip of [net.ipv4, net.ipv6]) {
+        if (!ip) continue;
+        for (const a of await this.cluster.ipam.listAddresses(ip.poolId).catch(() => [])) {
+          if (!a.owner?.startsWith(mine) || live.has(a.owner.slice(mine.length))) continue;
+          log.info({ network: net.name, address: a.address.toString() }, 'cluster: releasing an address this host allocated for an endpoint it does not have');
+          await this.cluster.ipam.releaseAddress(ip.poolId, a.address.toString()).catch(() => undefined);
+        }
+      }
+    }
   }
 
   async close(): Promise<void> {

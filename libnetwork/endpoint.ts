@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { type Core, DOCKER_ID, explain, readyNetwork, readySandbox } from './core.js';
 import type { Attachment, JoinTarget } from './driverapi.js';
 import { TnetError, busy, conflict, invalid, isTnetError, notFound } from './errors.js';
-import { peerOf } from './cluster.js';
+import { addressOwner, peerOf } from './cluster.js';
 import { clusterOf } from './global-network.js';
 import { failpoint } from './failpoint.js';
 import { configureInterface, removeInterface } from './iface.js';
@@ -94,8 +94,11 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
       try {
         // Not durable on their own: the endpoint's 'ready' commit carries them to disk (Ipam.commit).
         const ipam = core.allocator(net);
-        const ipv4 = net.ipv4 ? await ipam.requestAddress(net.ipv4.poolId, { address: req.ip, owner: id, durable: false }) : undefined;
-        const ipv6 = net.ipv6 ? await ipam.requestAddress(net.ipv6.poolId, { address: req.ip6, owner: id, durable: false }) : undefined;
+        // A cluster's address names its host too: a host finds what it left allocated (a crash
+        // before the endpoint was recorded) when it next joins (ClusterSync).
+        const owner = core.isGlobal(net) ? addressOwner(clusterOf(core, `network "${net.name}"`).cluster, id) : id;
+        const ipv4 = net.ipv4 ? await ipam.requestAddress(net.ipv4.poolId, { address: req.ip, owner, durable: false }) : undefined;
+        const ipv6 = net.ipv6 ? await ipam.requestAddress(net.ipv6.poolId, { address: req.ip6, owner, durable: false }) : undefined;
         ep = { ...intent, ipv4, ipv6, mac: mac ?? macFor(ipv4?.value, id) };
         failpoint('connect:allocated');
         await transaction(async (t) => {
@@ -218,7 +221,8 @@ async function withdrawPeer(core: Core, net: Network, ep: Endpoint): Promise<voi
 /**
  * Gives an endpoint's addresses back to the cluster: the ones it has, or (an interrupted
  * connect that never recorded them) whatever it owns. Already gone (the network's pools went
- * with it) is fine; an unreachable store leaves them allocated, logged with their owner.
+ * with it) is fine; with the store unreachable they are left to ClusterSync, which releases
+ * what this host allocated for endpoints it does not have when it joins again.
  */
 async function releaseGlobalAddresses(core: Core, net: Network, ep: Endpoint): Promise<void> {
   const c = core.cluster();
@@ -232,10 +236,10 @@ async function releaseGlobalAddresses(core: Core, net: Network, ep: Endpoint): P
           if (!isTnetError(e, 'not-found')) throw e;
         });
       }
-    } else await c.cluster.ipam.releaseOwned(ep.id);
+    } else await c.cluster.ipam.releaseOwned(addressOwner(c.cluster, ep.id));
   } catch (e) {
     if (!isTnetError(e, 'unavailable')) throw e;
-    log.warn({ network: net.name, owner: ep.id, err: (e as Error).message }, 'the addresses of a removed endpoint stay allocated in the global store (owner = the endpoint id)');
+    log.info({ network: net.name, endpoint: short(ep.id), err: (e as Error).message }, 'the addresses of a removed endpoint are released when this host next joins the cluster');
   }
 }
 

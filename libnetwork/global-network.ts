@@ -14,6 +14,7 @@ import { IpAddr } from './ipam/address.js';
 import type { GlobalNetwork } from './ipam/global.js';
 import type { PoolRequest } from './ipam/ipam.js';
 import { Subnet } from './ipam/subnet.js';
+import { failpoint } from './failpoint.js';
 import { log } from './log.js';
 import type { IpConfig, Network, Owner } from './model.js';
 import { checkName, short } from './names.js';
@@ -68,9 +69,13 @@ export async function createGlobalNetwork(core: Core, req: NetworkRequest): Prom
     labels: req.labels ?? {},
     owner,
   });
+  // From here the network exists for every host: a crash leaves it created (this host mirrors it
+  // when it joins again), as a committed create should.
+  failpoint('create-network:pools');
   try {
     const net = await sync.adopt(g);
     if (!net) throw conflict(`network "${name}" was created in the store but cannot be mirrored on this host (see the daemon's log)`, `network "${name}"`);
+    failpoint('create-network:made');
     return net;
   } catch (e) {
     await cluster.networks.delete(name).catch((e2: unknown) => log.error({ err: e2, network: name }, 'the global record of a network that failed here is left'));
