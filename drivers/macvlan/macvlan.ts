@@ -48,10 +48,11 @@ export class MacvlanDriver implements Driver {
 
   /**
    * The tag of the links this driver keeps in the host namespace (its parents, shims, handed-off
-   * endpoints). Not under the instance's `tnet:<instance>:` prefix: the bridge driver's restore
-   * removes every link under that prefix that is not one of its own networks or endpoints, which
-   * would take a macvlan network's parent (and every endpoint on it) at each start. Still this
-   * instance's and findable: `tnet-macvlan:<instance>:network:<id>`.
+   * endpoints). Not under the instance's `tnet:<instance>:` prefix: the core's reconcile removes
+   * every link under that prefix that no network or endpoint record names, and a parent tnet made
+   * is shared by every network on it while it carries the tag of the first (its own restore
+   * below knows which parents are still used). Still this instance's and findable:
+   * `tnet-macvlan:<instance>:network:<id>`.
    */
   private hostTag(kind: 'network' | 'endpoint', id: string): string {
     return this.ctx.tags.of(kind, id).replace(/^tnet:/, 'tnet-macvlan:');

@@ -137,7 +137,10 @@ export async function controlServer(
   app.get<{ Params: { ref: string } }>('/networks/:ref', { schema: { params: refParams } }, async (req) => {
     const c = await ctl();
     const n = c.network(req.params.ref);
-    return networkView(n, c.networkDetails(n), c.endpointsOfNetwork(n.id), (id) => c.nameOf('sandbox', id));
+    const view = networkView(n, c.networkDetails(n), c.endpointsOfNetwork(n.id), (id) => c.nameOf('sandbox', id));
+    const remote = c.networkDetails(n)['scope'] === 'global' ? c.cluster?.remotePeers(n.name) : undefined;
+    // A global network's endpoints on the other hosts, as this host knows them (its peer watch).
+    return remote ? { ...view, remoteEndpoints: remote.map((p) => ({ id: p.endpointId, name: p.name, host: p.host, vtep: p.vtep, ipv4: p.ip, ipv6: p.ip6, mac: p.mac })) } : view;
   });
   app.post<{ Body: Parameters<Controller['createNetwork']>[0] }>(
     '/networks',
