@@ -96,7 +96,7 @@ export interface DriverFinding {
 
 export interface Driver {
   /** Checks and normalises options before anything is recorded; throws a clear error, changes nothing. */
-  checkNetwork(req: { id: string; internal: boolean; options: DriverOptions }): Promise<DriverOptions>;
+  checkNetwork(req: { id: string; name?: string; internal: boolean; options: DriverOptions }): Promise<DriverOptions>;
   createNetwork(net: Network, t: Txn): Promise<void>;
   /** Removes what createNetwork made; tolerates parts already gone. */
   deleteNetwork(net: Network): Promise<void>;

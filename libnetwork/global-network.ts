@@ -49,7 +49,7 @@ export async function createGlobalNetwork(core: Core, req: NetworkRequest): Prom
   const local = core.state.findNetwork(name, '');
   if (local?.name === name) throw conflict(`network "${name}" already exists${core.isGlobal(local) ? '' : ' on this host'}`, `network "${name}"`);
   const factory = core.registry.factory(req.driver ?? '');
-  const options = await core.driver(factory.type).checkNetwork({ id: req.id ?? '0'.repeat(64), internal: req.internal ?? false, options: expandOptions(factory, req.options ?? {}) });
+  const options = await core.driver(factory.type).checkNetwork({ id: req.id ?? '0'.repeat(64), name, internal: req.internal ?? false, options: expandOptions(factory, req.options ?? {}) });
   if (!req.ipv6 && (req.subnet6 || req.gateway6 || req.ipRange6)) throw invalid('an IPv6 subnet, gateway or range needs IPv6 enabled (--ipv6)', `network "${name}"`);
   const avoid = await core.taken();
   const pool = (family: 4 | 6, subnet?: string, gateway?: string, ipRange?: string, aux?: Readonly<Record<string, string>>): PoolRequest => {

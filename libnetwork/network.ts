@@ -76,7 +76,7 @@ export async function createNetwork(core: Core, req: NetworkRequest): Promise<Ne
       if (twin) throw conflict(`network "${name}" differs only in case from network "${twin.name}"; DNS names ignore case, so their names (NAME.${name}) would be one`, `network "${name}"`);
       if (core.state.network(id)) throw conflict(`network ${short(id)} already exists`, `network ${short(id)}`);
       const internal = req.internal ?? false;
-      const options = await driver.checkNetwork({ id, internal, options: expandOptions(factory, req.options ?? {}) });
+      const options = await driver.checkNetwork({ id, name, internal, options: expandOptions(factory, req.options ?? {}) });
       if (!req.ipv6 && (req.subnet6 || req.gateway6 || req.ipRange6))
         throw invalid('an IPv6 subnet, gateway or range needs IPv6 enabled (--ipv6)', `network "${name}"`);
       const addresses = req.addresses ?? 'tnet';

@@ -35,6 +35,7 @@ import {
   type NftCommand,
   type XfrmCommand,
   familyOf,
+  ipBytes,
   xfrmApply,
   xfrmPolicyDel,
   xfrmPolicyList,
@@ -84,27 +85,14 @@ async function probe(family: 4 | 6): Promise<string | undefined> {
   const said = refused.replace(/^Error: /, '');
   // The kernel checks the algorithm before the protocol: "AEAD algorithm not found" is missing
   // GCM (or crypto at all), "type not found" is GCM present but no ESP.
-  const missing = /AEAD algorithm not found/i.test(said)
-    ? `no CRYPTO_GCM / ${esp}`
-    : /type not found/i.test(said)
-      ? `no ${esp}`
-      : /not permitted|EPERM/i.test(said)
-        ? 'probing needs root'
-        : 'the IPsec probe failed';
-  return `IPsec ESP with AES-GCM is unsupported on this kernel (${missing}: '${said}')`;
+  if (/AEAD algorithm not found/i.test(said)) return `IPsec ESP with AES-GCM is unsupported on this kernel (no CRYPTO_GCM / ${esp}: '${said}')`;
+  if (/type not found/i.test(said)) return `IPsec ESP with AES-GCM is unsupported on this kernel (no ${esp}: '${said}')`;
+  return `IPsec ESP with AES-GCM could not be checked on this host ('${said}'): encrypted networks need root and iproute2's ip`;
 }
 
 /** Go's 16-byte form of an address (net.ParseIP): IPv4 as ::ffff:a.b.c.d. */
-function ip16(ip: string): Buffer {
-  if (familyOf(ip) === 4) return Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...ip.split('.').map(Number)]);
-  const [head, tail] = ip.includes('::') ? ip.split('::') : [ip, undefined];
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-  const b = Buffer.alloc(16);
-  groups.forEach((g, i) => b.writeUInt16BE(parseInt(g || '0', 16), i * 2));
-  return b;
-}
+const V4_IN_V6 = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+const ip16 = (ip: string): Buffer => (familyOf(ip) === 4 ? Buffer.concat([V4_IN_V6, ipBytes(ip)]) : ipBytes(ip));
 
 /**
  * The SPI of the SA from `src` to `dst` for key `tag`: FNV-1a-32 over src, tag (4 bytes big
@@ -175,11 +163,76 @@ export interface EncryptionPlaneOptions {
 }
 
 /** What is programmed towards one remote host. */
-interface Programmed {
+export interface Programmed {
   /** Tag of the key this host sends with (the policy's template, the send SA). */
   readonly primary: number;
   /** Tags of the receive SAs. */
   readonly rx: ReadonlySet<number>;
+}
+
+const sa = (src: string, dst: string, k: EncryptionKey) => ({
+  src,
+  dst,
+  spi: buildSpi(src, dst, k.tag),
+  reqid: IPSEC_REQID,
+  aead: { name: AEAD, key: k.aeadKey(), icvBits: ICV_BITS },
+});
+
+const policy = (src: string, dst: string, tag: number) => ({
+  src,
+  dst,
+  dport: VXLAN_PORT,
+  mark: { value: IPSEC_MARK, mask: 0xffffffff },
+  spi: buildSpi(src, dst, tag),
+  reqid: IPSEC_REQID,
+});
+
+/** Towards remotes that left: the policy first (then nothing selects the SAs), then the send SA and the receive SAs. */
+function withdraw(local: string, gone: readonly (readonly [string, Programmed])[], states: boolean): XfrmCommand[] {
+  const cmds: XfrmCommand[] = [];
+  for (const [r, cur] of gone) {
+    cmds.push(xfrmPolicyDel(policy(local, r, cur.primary)));
+    if (states) {
+      cmds.push(xfrmStateDel({ src: local, dst: r, spi: buildSpi(local, r, cur.primary) }));
+      for (const tag of cur.rx) cmds.push(xfrmStateDel({ src: r, dst: local, spi: buildSpi(r, local, tag) }));
+    }
+  }
+  return cmds;
+}
+
+/**
+ * The XFRM commands, in order, that take the kernel from `current` to `remotes` with `ring`, and
+ * what is programmed after them. Per remote: receive SAs for new keys, the send SA of a new
+ * primary, the policy's template swapped in place, then the old send SA and the receive SAs of
+ * dropped keys; remotes that left are withdrawn last. `states` false: policies only.
+ */
+export function planRemotes(
+  local: string,
+  current: ReadonlyMap<string, Programmed>,
+  remotes: readonly string[],
+  ring: KeyRing,
+  states: boolean,
+): { cmds: XfrmCommand[]; next: Map<string, Programmed> } {
+  const inRing = new Set(ring.tags);
+  const primary = ring.primary;
+  const cmds: XfrmCommand[] = [];
+  const next = new Map<string, Programmed>();
+  for (const r of remotes) {
+    const cur = current.get(r);
+    if (states) {
+      for (const k of ring.keys) if (!cur?.rx.has(k.tag)) cmds.push(xfrmStateAdd(sa(r, local, k)));
+      if (cur?.primary !== primary.tag) cmds.push(xfrmStateAdd(sa(local, r, primary)));
+    }
+    // One XFRM_MSG_UPDPOLICY: never a moment without the policy.
+    if (cur?.primary !== primary.tag) cmds.push(xfrmPolicyUpdate(policy(local, r, primary.tag)));
+    if (states && cur) {
+      if (cur.primary !== primary.tag) cmds.push(xfrmStateDel({ src: local, dst: r, spi: buildSpi(local, r, cur.primary) }));
+      for (const tag of cur.rx) if (!inRing.has(tag)) cmds.push(xfrmStateDel({ src: r, dst: local, spi: buildSpi(r, local, tag) }));
+    }
+    next.set(r, { primary: primary.tag, rx: inRing });
+  }
+  cmds.push(...withdraw(local, [...current].filter(([r]) => !next.has(r)), states));
+  return { cmds, next };
 }
 
 /**
@@ -237,7 +290,7 @@ export class EncryptionPlane {
   removeNetwork(vni: number): void {
     if (!this.vnis.has(vni)) return;
     const rest = [...this.vnis].filter((v) => v !== vni);
-    if (rest.length === 0) this.nft.apply(`delete table ${this.table}`, [{ add: { table: { family: FAMILY, name: this.table } } }, { delete: { table: { family: FAMILY, name: this.table } } }]);
+    if (rest.length === 0) this.nft.apply(`delete table ${this.table}`, this.dropTable());
     else this.nft.apply(`remove the IPsec rules of VNI ${vni} from table ${this.table}`, ipsecRules(this.table, rest));
     this.vnis.delete(vni);
   }
@@ -262,33 +315,13 @@ export class EncryptionPlane {
     for (const r of remotes) {
       if (familyOf(r) !== familyOf(local)) throw new TnetError('invalid-argument', `remote VTEP ${r} is not of the family of this host's VTEP ${local}`, { object: `VTEP ${r}` });
     }
-    const cmds: XfrmCommand[] = [];
     if (this.dirty || (this.local !== undefined && this.local !== local)) {
       // After a failed batch (or a new local address) nothing programmed is trusted: start over.
       await this.clearKernel();
     }
     this.local = local;
-    const byTag = new Map(ring.keys.map((k) => [k.tag, k]));
     const primary = ring.primary;
-    const next = new Map<string, Programmed>();
-    for (const r of remotes) {
-      const cur = this.remotes.get(r);
-      const rx = new Set(ring.tags);
-      if (this.states) {
-        // 1. Receive with every key first, 2. then the send SA of the new primary.
-        for (const k of ring.keys) if (!cur?.rx.has(k.tag)) cmds.push(xfrmStateAdd(this.sa(r, local, k)));
-        if (cur?.primary !== primary.tag) cmds.push(xfrmStateAdd(this.sa(local, r, primary)));
-      }
-      // 3. The policy's template moves to the new send SA in one message.
-      if (cur?.primary !== primary.tag) cmds.push(xfrmPolicyUpdate(this.policy(local, r, primary.tag)));
-      if (this.states && cur) {
-        // 4. Then the old send SA, and the receive SAs of keys the ring dropped.
-        if (cur.primary !== primary.tag) cmds.push(xfrmStateDel({ src: local, dst: r, spi: buildSpi(local, r, cur.primary) }));
-        for (const tag of cur.rx) if (!byTag.has(tag)) cmds.push(xfrmStateDel({ src: r, dst: local, spi: buildSpi(r, local, tag) }));
-      }
-      next.set(r, { primary: primary.tag, rx });
-    }
-    cmds.push(...this.withdraw(local, [...this.remotes].filter(([r]) => !next.has(r))));
+    const { cmds, next } = planRemotes(local, this.remotes, remotes, ring, this.states);
     try {
       await xfrmApply(`encrypted overlay towards ${remotes.length} host(s) with key ${primary.tag}`, cmds, this.ns);
     } catch (e) {
@@ -299,25 +332,10 @@ export class EncryptionPlane {
     for (const [r, p] of next) this.remotes.set(r, p);
   }
 
-  /** Policy first (then nothing selects the SAs), then the send SA and the receive SAs. */
-  private withdraw(local: string, gone: readonly (readonly [string, Programmed])[]): XfrmCommand[] {
-    const cmds: XfrmCommand[] = [];
-    for (const [r, cur] of gone) {
-      cmds.push(xfrmPolicyDel(this.policy(local, r, cur.primary)));
-      if (this.states) {
-        cmds.push(xfrmStateDel({ src: local, dst: r, spi: buildSpi(local, r, cur.primary) }));
-        for (const tag of cur.rx) cmds.push(xfrmStateDel({ src: r, dst: local, spi: buildSpi(r, local, tag) }));
-      }
-    }
-    return cmds;
-  }
-
-  private sa(src: string, dst: string, k: EncryptionKey) {
-    return { src, dst, spi: buildSpi(src, dst, k.tag), reqid: IPSEC_REQID, aead: { name: AEAD, key: k.aeadKey(), icvBits: ICV_BITS } };
-  }
-
-  private policy(src: string, dst: string, tag: number) {
-    return { src, dst, dport: VXLAN_PORT, mark: { value: IPSEC_MARK, mask: 0xffffffff }, spi: buildSpi(src, dst, tag), reqid: IPSEC_REQID };
+  /** Removes the table if it is there ("add" first so the delete cannot fail). */
+  private dropTable(): NftCommand[] {
+    const table = { family: FAMILY, name: this.table };
+    return [{ add: { table } }, { delete: { table } }];
   }
 
   /** Every encrypted-overlay policy (by its mark) and SA (by its reqid) in the namespace. */
@@ -343,7 +361,7 @@ export class EncryptionPlane {
     const run = this.queue.then(async () => {
       await this.clearKernel();
       this.local = undefined;
-      this.nft.apply(`delete table ${this.table}`, [{ add: { table: { family: FAMILY, name: this.table } } }, { delete: { table: { family: FAMILY, name: this.table } } }]);
+      this.nft.apply(`delete table ${this.table}`, this.dropTable());
       this.vnis.clear();
     });
     this.queue = run.catch(() => undefined);
@@ -356,15 +374,19 @@ export class EncryptionPlane {
     const errors: string[] = [];
     await this.queue;
     try {
-      if (this.dirty) await this.clearKernel();
-      else if (this.local !== undefined && this.remotes.size > 0) await xfrmApply('remove the encrypted overlay policies and SAs', this.withdraw(this.local, [...this.remotes]), this.ns);
+      if (!this.dirty && this.local !== undefined && this.remotes.size > 0) {
+        // Exactly what this plane made; if some of it is gone already (removed by hand, or by
+        // another instance's reset), fall back to removing every encrypted-overlay policy and SA.
+        await xfrmApply('remove the encrypted overlay policies and SAs', withdraw(this.local, [...this.remotes], this.states), this.ns).catch(() => this.clearKernel());
+      } else if (this.dirty) await this.clearKernel();
       this.remotes.clear();
     } catch (e) {
       errors.push(String(e));
     }
-    for (const vni of this.networks) {
+    if (this.vnis.size > 0) {
       try {
-        this.removeNetwork(vni);
+        this.nft.apply(`delete table ${this.table}`, this.dropTable());
+        this.vnis.clear();
       } catch (e) {
         errors.push(String(e));
       }

@@ -210,7 +210,7 @@ export class ClusterKeys {
   /**
    * Calls `onChange` with the ring now and after every change made by any host, once per
    * revision (a resync after a reconnect or a compaction repeats nothing already delivered). A
-   * deleted ring is made again (ensure), which arrives here as a change. `onError` hears about a
+   * missing ring (none yet, or deleted) is made (ensure), which arrives here as a change. `onError` hears about a
    * malformed ring or a failed re-creation; the watch goes on.
    */
   watch(onChange: (ring: KeyRing) => void, onError: (e: unknown) => void = () => undefined): KeyWatch {

@@ -124,10 +124,13 @@ function run(cmd: string, argv: string[], input: string): Promise<{ code: number
   });
 }
 
-/** iproute2's error lines only ("Error: ..."), never the batch it read. */
+/**
+ * iproute2's error lines only ("Error: ..."), never the batch it read. An argument it quotes back
+ * (`argument "0x..." is wrong`) could be a key: long hex runs are blanked.
+ */
 function errorText(err: string, code: number): string {
   const lines = err.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('Command failed'));
-  return lines.join('; ').slice(0, 300) || `exit ${code}`;
+  return lines.join('; ').replace(/(0x)?[0-9a-f]{16,}/gi, '<hex>').slice(0, 300) || `exit ${code}`;
 }
 
 /**
