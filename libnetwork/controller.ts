@@ -115,7 +115,12 @@ export class Controller extends EventEmitter<ControllerEvents> {
     this.rtnl = Rtnl.open();
     this.nft = Nft.open();
     const prefix = `tnet:${this.state.instance}:`;
-    this.tags = { prefix, of: (kind, id) => `${prefix}${kind}:${id}`, mine: (tag) => tag?.startsWith(prefix) ?? false };
+    this.tags = {
+      prefix,
+      of: (kind, id, part) => `${prefix}${kind}:${id}${part ? `/${part}` : ''}`,
+      owner: (tag) => tag.replace(/\/[^/:]*$/, ''),
+      mine: (tag) => tag?.startsWith(prefix) ?? false,
+    };
     this.vtep = opts.vtep;
     this.registry = new DriverRegistry(opts.drivers ?? builtinDrivers);
     for (const type of this.registry.types()) this.drivers.set(type, this.registry.factory(type).create(this.driverContext(type)));
@@ -416,6 +421,31 @@ export class Controller extends EventEmitter<ControllerEvents> {
   /** Every address of the pool that is not free, with why and for whom. */
   addressesOf(poolId: string): Promise<Allocation[]> {
     return this.ipam.listAddresses(poolId);
+  }
+
+  // ---------------------------------------------------------------- addresses of a global network for an IPAM face
+
+  /**
+   * The cluster's allocator behind a pool of a global network, for an IPAM face that hands the
+   * addresses to another engine (Docker's IpamDriver on a tnet overlay): unique across hosts.
+   */
+  private globalPool(netRef: string, poolId: string): Allocator {
+    const net = readyNetwork(this.core, netRef, '');
+    if (!this.core.isGlobal(net)) throw invalid(`network "${net.name}" is not a global network`, `network "${net.name}"`);
+    if (net.ipv4?.poolId !== poolId && net.ipv6?.poolId !== poolId) throw invalid(`pool ${poolId} is not a pool of network "${net.name}"`, `pool "${poolId}"`);
+    return this.core.allocator(net);
+  }
+
+  requestGlobalAddress(netRef: string, poolId: string, opts: { address?: string; owner?: string } = {}): Promise<IpAddr> {
+    return this.globalPool(netRef, poolId).requestAddress(poolId, opts);
+  }
+
+  releaseGlobalAddress(netRef: string, poolId: string, address: string): Promise<void> {
+    return this.globalPool(netRef, poolId).releaseAddress(poolId, address);
+  }
+
+  globalAddressesOf(netRef: string, poolId: string): Promise<Allocation[]> {
+    return this.globalPool(netRef, poolId).listAddresses(poolId);
   }
 
   // ---------------------------------------------------------------- labs (lab/apply.ts, wire.ts)

@@ -77,7 +77,7 @@ export async function diagnose(ctx: DoctorContext): Promise<Finding[]> {
     if (!l.alias || !tags.mine(l.alias)) continue;
     const kind = l.alias.slice(tags.prefix.length).split(':')[0];
     if (kind !== 'network' && kind !== 'endpoint') continue; // other kinds (wires) are their owners' to judge
-    if (!wanted.has(l.alias)) out.push({ problem: 'stray', object: `link ${l.name} (${l.kind ?? 'link'})`, detail: `tagged ${l.alias}, which no record of this instance wants` });
+    if (!wanted.has(tags.owner(l.alias))) out.push({ problem: 'stray', object: `link ${l.name} (${l.kind ?? 'link'})`, detail: `tagged ${l.alias}, which no record of this instance wants` });
     seen.set(l.alias, [...(seen.get(l.alias) ?? []), l.name]);
   }
   // A link with no tag but a name of tnet's making (a crash between its creation and its tag
@@ -92,7 +92,7 @@ export async function diagnose(ctx: DoctorContext): Promise<Finding[]> {
       out.push({ problem: 'stray', object: `link ${l.name} (${l.kind ?? 'link'})`, detail: 'it has no owner tag but a name tnet gives its links, and no record names it' });
   }
   for (const [tag, names] of seen) {
-    if (names.length > 1) out.push({ problem: 'duplicate', object: `links ${names.join(', ')}`, record: wanted.get(tag), detail: `${names.length} links carry the tag ${tag}` });
+    if (names.length > 1) out.push({ problem: 'duplicate', object: `links ${names.join(', ')}`, record: wanted.get(tags.owner(tag)), detail: `${names.length} links carry the tag ${tag}` });
   }
 
   // What only each driver knows (the bridge: its bridges and its firewall table), for its ready

@@ -50,7 +50,13 @@ export type DriverOptions = Readonly<Record<string, string>>;
 export interface Tags {
   /** `tnet:<instance>:` — everything this instance makes carries it, and reconcile touches nothing else. */
   readonly prefix: string;
-  of(kind: 'network' | 'endpoint' | 'sandbox', id: string): string;
+  /**
+   * The tag of an object's link; `part` tells several links of one object apart (an overlay
+   * network's bridge and its VXLAN device): `tnet:<instance>:network:<id>/vxlan`.
+   */
+  of(kind: 'network' | 'endpoint' | 'sandbox', id: string, part?: string): string;
+  /** The tag of the object a link's tag belongs to (its `/part` dropped). */
+  owner(tag: string): string;
   /** Whether a tag is this instance's. */
   mine(tag: string | undefined): boolean;
 }

@@ -83,7 +83,7 @@ export async function reconcile(core: Core, drivers: ReadonlyMap<string, Driver>
 /** Links in the host namespace under this instance's tag that no network or endpoint record names. */
 async function removeUnwantedLinks(core: Core, nets: readonly Network[], eps: readonly Endpoint[]): Promise<void> {
   const wanted = new Set([...nets.map((n) => core.tags.of('network', n.id)), ...eps.map((e) => core.tags.of('endpoint', e.id))]);
-  const stale = (await linkList(core.rtnl)).filter((l) => core.tags.mine(l.alias) && !wanted.has(l.alias!));
+  const stale = (await linkList(core.rtnl)).filter((l) => core.tags.mine(l.alias) && !wanted.has(core.tags.owner(l.alias!)));
   stale.sort((a, b) => Number(a.kind === 'bridge') - Number(b.kind === 'bridge'));
   for (const l of stale) {
     log.info({ link: l.name, tag: l.alias }, 'reconcile: removing a link tnet no longer wants');

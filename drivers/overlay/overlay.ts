@@ -40,11 +40,13 @@ const bridgeMac = (networkId: string) => `0a:${networkId.slice(0, 10).match(/../
 export class OverlayDriver implements Driver {
   /** The ifindex of each network's VXLAN device, looked up once. */
   private readonly vxlans = new Map<string, number>();
+  /** The remote endpoints the core handed over, per network id: what the static entries must be (doctor, repair). */
+  private readonly remotes = new Map<string, Map<string, Peer>>();
 
   constructor(private readonly ctx: DriverContext) {}
 
-  private tag(kind: 'network' | 'endpoint', id: string): string {
-    return this.ctx.tags.of(kind, id);
+  private tag(kind: 'network' | 'endpoint', id: string, part?: string): string {
+    return this.ctx.tags.of(kind, id, part);
   }
 
   private vni(net: Network): number {
@@ -114,7 +116,7 @@ export class OverlayDriver implements Driver {
     const local = this.vtep(`network "${net.name}"`);
     const mtu = await this.mtu(net);
     const holder = await linkByName(h, vx);
-    if (holder && holder.alias !== this.tag('network', net.id)) {
+    if (holder && holder.alias !== this.tag('network', net.id, 'vxlan')) {
       throw conflict(`VXLAN device name "${vx}" (VNI ${this.vni(net)}) is already taken on this host by ${holder.alias ?? 'something other than tnet'}`, `link "${vx}"`);
     }
     await t.step(
@@ -138,7 +140,7 @@ export class OverlayDriver implements Driver {
       async () => {
         const made = await linkAdd(h, {
           kind: 'vxlan', name: vx, vni: this.vni(net), local, port: VXLAN_PORT, learning: false, proxy: true,
-          mtu, master, up: true, alias: this.tag('network', net.id),
+          mtu, master, up: true, alias: this.tag('network', net.id, 'vxlan'),
         });
         if (made.index !== undefined) this.vxlans.set(net.id, made.index);
       },
@@ -152,10 +154,12 @@ export class OverlayDriver implements Driver {
   async deleteNetwork(net: Network): Promise<void> {
     const h = this.ctx.rtnl;
     this.vxlans.delete(net.id);
+    this.remotes.delete(net.id);
     for (const name of [vxlanName(this.vni(net)), bridgeName(net.id)]) {
       const l = await linkByName(h, name);
       // Never a link that is not this network's, even with its name (an untagged bridge: a crash before its tag).
-      if (l && (l.alias === this.tag('network', net.id) || (l.alias === undefined && l.kind === 'bridge'))) await linkDelIfExists(h, name);
+      const ours = l?.alias !== undefined && this.ctx.tags.owner(l.alias) === this.tag('network', net.id);
+      if (l && (ours || (l.alias === undefined && l.kind === 'bridge'))) await linkDelIfExists(h, name);
     }
   }
 
@@ -216,12 +220,20 @@ export class OverlayDriver implements Driver {
     await fdbDel(h, vx, p.mac, p.vtep).catch(gone);
   }
 
+  private known(net: Network): Map<string, Peer> {
+    let m = this.remotes.get(net.id);
+    if (!m) this.remotes.set(net.id, (m = new Map()));
+    return m;
+  }
+
   async addPeer(net: Network, peer: Peer): Promise<void> {
+    this.known(net).set(peer.endpointId, peer);
     const vx = await this.vxlanIndex(net);
     if (vx !== undefined) await this.program(vx, peer);
   }
 
   async removePeer(net: Network, peer: Peer): Promise<void> {
+    this.known(net).delete(peer.endpointId);
     const vx = await this.vxlanIndex(net);
     if (vx !== undefined) await this.unprogram(vx, peer);
   }
@@ -232,6 +244,7 @@ export class OverlayDriver implements Driver {
    * went while this host was not listening: a restart, an outage, a compaction).
    */
   async setPeers(net: Network, peers: readonly Peer[]): Promise<void> {
+    this.remotes.set(net.id, new Map(peers.map((p) => [p.endpointId, p])));
     const vx = await this.vxlanIndex(net);
     if (vx === undefined) return;
     const h = this.ctx.rtnl;
@@ -263,14 +276,47 @@ export class OverlayDriver implements Driver {
     for (const net of nets) {
       const br = byName.get(bridgeName(net.id));
       const vx = byName.get(vxlanName(this.vni(net)));
-      if (br?.alias === this.tag('network', net.id) && vx?.alias === this.tag('network', net.id) && vx.master === br.index) {
+      if (br?.alias === this.tag('network', net.id) && vx?.alias === this.tag('network', net.id, 'vxlan') && vx.master === br.index) {
         this.vxlans.set(net.id, vx.index);
         continue;
       }
       this.ctx.log.info({ network: net.name }, 'reconcile: making the overlay bridge and VXLAN device again');
+      const known = this.remotes.get(net.id);
       await this.deleteNetwork(net);
       await transaction((t) => this.createNetwork(net, t));
+      if (known) this.remotes.set(net.id, known);
     }
+    // A live repair (`tnet doctor --repair`): the static entries become what the cluster said
+    // last. At a start nothing is known yet: the cluster's first listing programs them.
+    for (const net of nets) {
+      const known = this.remotes.get(net.id);
+      if (known) await this.setPeers(net, [...known.values()]);
+    }
+  }
+
+  /** The static entries against the remote endpoints the cluster reported (missing, stale, pointing elsewhere). */
+  private async diagnoseEntries(net: Network, vx: number, name: string): Promise<DriverFinding[]> {
+    const known = this.remotes.get(net.id);
+    if (!known) return []; // the cluster has not been heard yet: nothing to compare with
+    const out: DriverFinding[] = [];
+    const neigh = new Map((await neighList(this.ctx.rtnl, vx)).map((e) => [e.ip, e.mac]));
+    const fdb = new Map((await fdbList(this.ctx.rtnl, vx)).map((e) => [e.mac, e.ip]));
+    const wantIps = new Set<string>();
+    const wantMacs = new Set<string>();
+    for (const p of known.values()) {
+      wantMacs.add(p.mac);
+      const where = fdb.get(p.mac);
+      if (where === undefined) out.push({ problem: 'missing', object: `fdb ${p.mac} dev ${name}`, network: net, detail: `remote endpoint ${p.name} on host ${p.host} is unreachable: no tunnel entry to ${p.vtep}` });
+      else if (where !== p.vtep) out.push({ problem: 'wrong', object: `fdb ${p.mac} dev ${name}`, network: net, detail: `it tunnels to ${where}, but ${p.name} is on ${p.vtep}` });
+      for (const ip of [p.ip, p.ip6]) {
+        if (!ip) continue;
+        wantIps.add(ip);
+        if (neigh.get(ip) !== p.mac) out.push({ problem: neigh.has(ip) ? 'wrong' : 'missing', object: `neigh ${ip} dev ${name}`, network: net, detail: `remote endpoint ${p.name} is not answered for (want ${p.mac}, have ${neigh.get(ip) ?? 'none'})` });
+      }
+    }
+    for (const [ip, mac] of neigh) if (!wantIps.has(ip)) out.push({ problem: 'stray', object: `neigh ${ip} dev ${name}`, network: net, detail: `no remote endpoint has ${ip} (${mac}) any more` });
+    for (const [mac, vtep] of fdb) if (!wantMacs.has(mac)) out.push({ problem: 'stray', object: `fdb ${mac} dev ${name}`, network: net, detail: `no remote endpoint has ${mac} (tunnelled to ${vtep}) any more` });
+    return out;
   }
 
   async diagnose(nets: readonly Network[]): Promise<DriverFinding[]> {
@@ -283,6 +329,7 @@ export class OverlayDriver implements Driver {
       if (!vx) out.push({ problem: 'missing', object: `vxlan ${vxlanName(this.vni(net))}`, network: net, detail: "the overlay network's VXLAN device does not exist: no traffic to other hosts" });
       else if (br && vx.master !== br.index) out.push({ problem: 'wrong', object: `vxlan ${vx.name}`, network: net, detail: 'it is not a port of the network\'s bridge' });
       else if (!vx.up) out.push({ problem: 'wrong', object: `vxlan ${vx.name}`, network: net, detail: 'it is down' });
+      if (vx) out.push(...(await this.diagnoseEntries(net, vx.index, vx.name)));
     }
     return out;
   }

@@ -108,7 +108,7 @@ describe('the driver: warnings in its log, ignored keys in inspect', () => {
   const ctx: DriverContext = {
     rtnl,
     nft: undefined as unknown as DriverContext['nft'], // checkNetwork and inspect touch no firewall
-    tags: { prefix: 'tnet:ut:', of: (k, id) => `tnet:ut:${k}:${id}`, mine: (t) => t?.startsWith('tnet:ut:') ?? false },
+    tags: { prefix: 'tnet:ut:', of: (k, id) => `tnet:ut:${k}:${id}`, owner: (t) => t, mine: (t) => t?.startsWith('tnet:ut:') ?? false },
     scope: 'ut',
     store: { get: async () => undefined, put: async () => undefined, delete: async () => undefined, list: async () => [] },
     networks: () => [],
