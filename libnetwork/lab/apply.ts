@@ -19,10 +19,13 @@ import type { Controller } from '../controller.js';
 import { type Core, explain } from '../core.js';
 import { conflict, isTnetError, notFound } from '../errors.js';
 import { failpoint } from '../failpoint.js';
+import { clusterOf } from '../global-network.js';
 import { Subnet } from '../ipam/subnet.js';
-import { Netns, addrAdd, cidr, linkSetUp, netnsAdd, netnsDel, netnsExists, sysctlSet } from '../kernel/index.js';
+import { Netns, addrAdd, cidr, linkByName, linkSetUp, netnsAdd, netnsDel, netnsExists, sysctlSet } from '../kernel/index.js';
+import { log } from '../log.js';
 import type { Network, Owner, Sandbox } from '../model.js';
 import { netnsName } from '../names.js';
+import { DRIVER_MTU, VXLANID_LIST } from '../netlabel.js';
 import type { WireRecord } from '../store/labs.js';
 import { newId } from '../store/state.js';
 import { NsHandles, type WireRequest, checkWireConfig, createWires, deleteWires, labStore } from '../wire.js';
@@ -84,7 +87,11 @@ export interface LabDetails {
   plan: LabPlan;
   nodes: { name: string; netns: string; interfaces: LabInterfaceView[]; loopback: string[]; processes: { pid: number; cmd: string; running: boolean }[] }[];
   links: { a: string; b: string; mtu: number; addresses: [string[], string[]]; rate?: string }[];
-  networks: { name: string; driver: string; subnet?: string; subnet6?: string; mtu: number; internal: boolean; bridge?: string }[];
+  networks: {
+    name: string; driver: string; subnet?: string; subnet6?: string; mtu: number; internal: boolean; bridge?: string;
+    /** An overlay: 'global' (shared by the cluster's hosts, not the lab's own), its name there and VNI. */
+    scope?: 'global'; global?: string; vni?: number;
+  }[];
 }
 
 /** What the lab code needs from the controller: its private core and its public verbs. */
@@ -179,10 +186,27 @@ export async function applyLab(ctx: LabContext, input: LabSpec, opts: LabApplyOp
   const name = spec.name; // a DNS label of at most 32 characters: checkLab made sure
   const owner = labOwner(name);
   const { core } = ctx;
+  // Before anything is recorded: a lab whose overlay this host cannot reach makes nothing (the
+  // message names --store, or says the store is not reached yet).
+  const overlay = Object.keys(spec.networks).find((k) => spec.networks[k]!.driver === 'overlay');
+  if (overlay !== undefined) clusterOf(core, `lab "${name}": network "${overlay}" (overlay)`);
   return core.locks.exclusive(`lab:${name}`, async () => {
     const store = labStore(core);
     const row = store.lab(name);
     const oldPlan = row ? (JSON.parse(row.plan) as LabPlan) : undefined;
+    const joined = joinedOverlays(row);
+    // An overlay that exists already must have what the file asks for: refused before anything
+    // is recorded (a shared network's subnet is not one lab's to change).
+    for (const [k, n] of Object.entries(spec.networks)) {
+      if (n.driver !== 'overlay') continue;
+      const global = n.name ?? k;
+      const have = core.state.findNetwork(global, '');
+      const asked: PlannedNetwork = {
+        name: k, global, driver: 'overlay', subnet: n.subnet, gateway: n.gateway, subnet6: n.subnet6, gateway6: n.gateway6,
+        ipv6: Boolean(spec.ipv6 || n.subnet6), mtu: n.mtu ?? 0, internal: n.internal ?? false, options: n.options,
+      };
+      if (have?.name === global) checkJoin(core, name, asked, n.mtu, have);
+    }
     for (const l of spec.links) checkWireConfig(l.endpoints.join('|'), { a: [], b: [], rate: l.rate, delay: l.delay, loss: l.loss });
     const now = new Date().toISOString();
     if (!opts.dryRun) {
@@ -201,7 +225,15 @@ export async function applyLab(ctx: LabContext, input: LabSpec, opts: LabApplyOp
     const nets = core.state.networks().filter((n) => n.owner === owner);
     const wires = store.wires(owner);
     const sbByNode = new Map(sbs.map((s) => [s.name, s]));
+    // By the lab's key: its own networks, and the global networks its overlays name.
     const netByName = new Map(nets.map((n) => [n.name, n]));
+    for (const n of Object.values(plan.networks)) {
+      const g = n.global !== undefined ? globalNetwork(core, n.global) : undefined;
+      if (g) netByName.set(n.name, g);
+    }
+    /** The lab's key of a network a node is on: its own network's name, or the overlay's key. */
+    const keyOf = (net: Network) =>
+      net.owner === owner ? net.name : core.isGlobal(net) ? Object.values(plan.networks).find((n) => n.global === net.name)?.name ?? [...joined].find(([, g]) => g === net.name)?.[0] : undefined;
     const keepNode = new Set(
       Object.values(plan.nodes).filter((n) => sbByNode.get(n.name)?.state === 'ready' && parts.get(`node/${n.name}`) === nodeSignature(n)).map((n) => n.name),
     );
@@ -236,9 +268,16 @@ export async function applyLab(ctx: LabContext, input: LabSpec, opts: LabApplyOp
     const created: string[] = [];
     const removed: string[] = [];
     const changed: string[] = [];
-    const label = { node: (n: string) => `node ${n}`, net: (n: string) => `network ${n}`, wire: (k: string) => `link ${k}`, att: (k: string) => `attachment ${k}` };
+    // An overlay says whether it joins the cluster's network or makes it (what a dry run shows).
+    const netLabel = (n: string) => {
+      const g = plan.networks[n]?.global;
+      if (g !== undefined) return `network ${n} (${netByName.get(n) ? 'joins' : 'makes'} overlay ${g})`;
+      const left = plan.networks[n] ? undefined : joined.get(n);
+      return left === undefined ? `network ${n}` : `network ${n} (leaves overlay ${left})`;
+    };
+    const label = { node: (n: string) => `node ${n}`, net: netLabel, wire: (k: string) => `link ${k}`, att: (k: string) => `attachment ${k}` };
     const had = {
-      nodes: new Set(sbs.map((s) => s.name)), nets: new Set(nets.map((n) => n.name)), wires: new Set(wires.map((w) => w.key)),
+      nodes: new Set(sbs.map((s) => s.name)), nets: new Set([...nets.map((n) => n.name), ...joined.keys()]), wires: new Set(wires.map((w) => w.key)),
       atts: new Set(sbs.flatMap((s) => epsOf(s).map((e) => attachKey(s.name, e.ifname)))),
     };
     const note = (kind: keyof typeof label, key: string, present: boolean, wanted: boolean) => {
@@ -286,21 +325,26 @@ export async function applyLab(ctx: LabContext, input: LabSpec, opts: LabApplyOp
         for (const ep of epsOf(sb)) {
           if (keepAttach.has(attachKey(sb.name, ep.ifname))) continue;
           const net = core.state.network(ep.networkId);
-          if (net && keepNet.has(net.name)) await ctx.controller.disconnect(net.id, sb.id);
+          const key = net && keyOf(net);
+          // an overlay the lab leaves is not deleted with the node's port on it: the port goes first
+          if (net && key !== undefined && (keepNet.has(key) || core.isGlobal(net))) await ctx.controller.disconnect(net.id, sb.id);
         }
       }
       for (const sb of goneNodes) handles.forget(sb.netns);
       await removeSandboxes(ctx, goneNodes);
       for (const n of nets) if (!keepNet.has(n.name)) await ctx.controller.deleteNetwork(n.id, { owner, removeEndpoints: true });
+      const leaving = [...joined].filter(([k]) => !keepNet.has(k));
+      for (const [, g] of leaving) await leaveOverlay(ctx, name, g);
       core.state.unsynced(() => {
         for (const n of goneNodes) store.deletePart(name, 'node', n.name);
         for (const n of nets) if (!keepNet.has(n.name)) store.deletePart(name, 'net', n.name);
+        for (const [k] of leaving) store.deletePart(name, 'net', k);
       });
       failpoint('lab:removed');
 
       // ---- make what is new
       for (const n of netsToMake) {
-        const net = await makeNetwork(ctx, owner, n, spec.pools);
+        const net = n.global !== undefined ? await joinOverlay(ctx, name, n, spec.networks[n.name]?.mtu) : await makeNetwork(ctx, owner, n, spec.pools);
         // the settings asked for (an auto subnet as chosen), not what the network filled in
         const sig = networkSignature(withSubnet(n, net));
         fillSubnets(n, net);
@@ -320,7 +364,9 @@ export async function applyLab(ctx: LabContext, input: LabSpec, opts: LabApplyOp
       });
       failpoint('lab:wires');
       await pool(attsToMake, 8, async (a) => {
-        const net = core.state.findNetwork(a.network, owner)!;
+        const want = plan.networks[a.network]!;
+        const net = want.global !== undefined ? globalNetwork(core, want.global) : core.state.findNetwork(a.network, owner);
+        if (!net) throw notFound(`network "${want.global ?? a.network}" of lab "${name}" is gone (removed meanwhile); create the lab again`, `network "${a.network}"`);
         await ctx.controller.connect(net.id, sbOf(a.node).id, { ifname: a.ifname, ip: a.ipv4, ip6: a.ipv6 });
         counter.tick(`attachment ${a.key}`);
       });
@@ -337,6 +383,12 @@ export async function applyLab(ctx: LabContext, input: LabSpec, opts: LabApplyOp
               ...(ep.ipv4 && net.ipv4 ? [`${ep.ipv4}/${net.ipv4.subnet.prefix}`] : []),
               ...(ep.ipv6 && net.ipv6 ? [`${ep.ipv6}/${net.ipv6.subnet.prefix}`] : []),
             ];
+          // An overlay without mtu has this host's (the underlay's minus VXLAN's): what the node got.
+          const pn = plan.networks[i.network];
+          if (ep && pn?.global !== undefined && !spec.networks[i.network]?.mtu) {
+            const link = await linkByName(handles.get(sb.netns), i.ifname);
+            if (link?.mtu) i.mtu = pn.mtu = link.mtu;
+          }
         }
       }
       store.putLab({ name, state: 'creating', spec: JSON.stringify(spec), plan: JSON.stringify(plan), created: row?.created ?? now, updated: now });
@@ -420,6 +472,127 @@ async function makeNetwork(ctx: LabContext, owner: Owner, n: PlannedNetwork, poo
     }
   }
   throw conflict(`no free LAN subnet in ${pools?.lan4 ?? '10.0.0.0/9'} for network "${n.name}"; give it a subnet or set pools.lan4`, `network "${n.name}"`);
+}
+
+// ---------------------------------------------------------------- overlays
+
+/**
+ * The label on a global network a lab made (value: that lab's name). Such a network goes with the
+ * last lab that leaves it; one without it (made with `tnet network create -d overlay`) is never
+ * removed by a lab.
+ */
+export const LAB_MADE_LABEL = 'tnet.lab';
+
+/** The global network of that name as this host mirrors it, if there is one. */
+function globalNetwork(core: Core, name: string): Network | undefined {
+  const n = core.state.findNetwork(name, '');
+  return n && n.name === name && core.isGlobal(n) ? n : undefined;
+}
+
+/**
+ * The overlays a lab had (its key -> the global name), from its last plan and the spec it was last
+ * asked for: a create that stopped halfway wrote the spec but maybe not the plan.
+ */
+function joinedOverlays(row: { spec: string; plan: string } | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!row) return out;
+  const plan = JSON.parse(row.plan) as Partial<LabPlan>;
+  for (const n of Object.values(plan.networks ?? {})) if (n.global !== undefined) out.set(n.name, n.global);
+  const spec = JSON.parse(row.spec) as Partial<LabSpec>;
+  for (const [k, n] of Object.entries(spec.networks ?? {})) if (n?.driver === 'overlay' && !out.has(k)) out.set(k, n.name ?? k);
+  return out;
+}
+
+const optionOf = (o: Readonly<Record<string, string>> | undefined, short: string, long: string) => o?.[short] ?? o?.[long];
+
+/**
+ * The global network an overlay of the lab names: joined when it exists (an overlay with what the
+ * file asks for), else made, marked as a lab's. Two labs making it at the same moment on two
+ * hosts: the store lets one make it, and the other joins it.
+ */
+async function joinOverlay(ctx: LabContext, lab: string, n: PlannedNetwork, mtu: number | undefined): Promise<Network> {
+  const { core } = ctx;
+  const name = n.global!;
+  const existing = () => {
+    const have = core.state.findNetwork(name, '');
+    return have?.name === name ? have : undefined;
+  };
+  let net = existing();
+  if (!net) {
+    const options: Record<string, string> = { ...(n.options ?? {}) };
+    if (mtu !== undefined) options.mtu ??= String(mtu);
+    try {
+      return await ctx.controller.createNetwork({
+        name, owner: '', driver: 'overlay', subnet: n.subnet, gateway: n.gateway, ipv6: n.ipv6 || undefined, subnet6: n.subnet6, gateway6: n.gateway6,
+        internal: n.internal, options, labels: { [LAB_MADE_LABEL]: lab },
+      });
+    } catch (e) {
+      if (!isTnetError(e, 'conflict') || !/already exists/.test((e as Error).message)) throw e;
+      log.info({ lab, network: name }, 'lab: another host made the overlay a moment ago: joining it');
+    }
+  }
+  if (!net || (core.isGlobal(net) && net.state !== 'ready')) {
+    // Made by another host a moment ago (this host's watch may be mirroring it right now):
+    // mirrored here from the store's record, which waits for a mirror under way.
+    const { cluster, sync } = clusterOf(core, `network "${name}"`);
+    const g = await cluster.networks.get(name);
+    net = (g && (await sync.adopt(g))) || existing();
+    if (net?.state !== 'ready') throw conflict(`lab "${lab}": network "${name}" was made by another host a moment ago and is not usable on this host yet; create the lab again`, `network "${name}"`);
+  }
+  checkJoin(core, lab, n, mtu, net);
+  return net;
+}
+
+/** An existing network the lab joins has what the file asks for; else a conflict naming both. */
+function checkJoin(core: Core, lab: string, n: PlannedNetwork, mtu: number | undefined, net: Network): void {
+  const obj = `network "${n.global}"`;
+  const rename = n.global === n.name ? `name the lab's one otherwise (networks.${n.name}.name)` : `change networks.${n.name}.name`;
+  if (!core.isGlobal(net) || net.driver !== 'overlay')
+    throw conflict(`lab "${lab}": network "${net.name}" of this host is a ${net.driver} network, not an overlay shared by the cluster; ${rename}`, obj);
+  const differs = (what: string, has: string | undefined, asks: string) =>
+    conflict(
+      `lab "${lab}": overlay network "${net.name}" exists with ${what} ${has ?? 'none'}, but networks.${n.name} asks for ${asks}; give the same, leave it out to take the network's, or ${rename}`,
+      obj,
+    );
+  const same = (a: string | undefined, b: string) => a !== undefined && Subnet.parse(a).equals(Subnet.parse(b));
+  if (n.subnet && !same(net.ipv4?.subnet.toString(), n.subnet)) throw differs('subnet', net.ipv4?.subnet.toString(), n.subnet);
+  if (n.gateway && net.ipv4?.gateway?.toString() !== n.gateway) throw differs('gateway', net.ipv4?.gateway?.toString(), n.gateway);
+  if (n.ipv6 && !net.ipv6) throw differs('IPv6 subnet', undefined, n.subnet6 ?? 'IPv6');
+  if (n.subnet6 && !same(net.ipv6?.subnet.toString(), n.subnet6)) throw differs('IPv6 subnet', net.ipv6?.subnet.toString(), n.subnet6);
+  if (n.gateway6 && net.ipv6?.gateway?.toString() !== n.gateway6) throw differs('IPv6 gateway', net.ipv6?.gateway?.toString(), n.gateway6);
+  const vni = optionOf(n.options, 'vni', VXLANID_LIST);
+  if (vni !== undefined && net.options[VXLANID_LIST] !== String(Number(vni))) throw differs('vni', net.options[VXLANID_LIST], vni);
+  const has = optionOf(net.options, 'mtu', DRIVER_MTU);
+  const asked = mtu !== undefined ? String(mtu) : optionOf(n.options, 'mtu', DRIVER_MTU);
+  if (asked !== undefined && has !== asked) throw differs('mtu', has ?? "each host's underlay MTU minus 50", asked);
+}
+
+/**
+ * The lab is off overlay `name` on this host (its nodes' ports on it are gone). A network a lab
+ * made goes once no host has endpoints on it; one still in use on another host stays (the store
+ * refuses the delete 'busy', which here only means "not the last one"); one a person made stays.
+ * Whether it went.
+ */
+async function leaveOverlay(ctx: LabContext, lab: string, name: string): Promise<boolean> {
+  const { core } = ctx;
+  const net = globalNetwork(core, name);
+  if (!net || net.state !== 'ready' || net.labels[LAB_MADE_LABEL] === undefined) return false;
+  if (core.state.endpointsOfNetwork(net.id).length) return false; // another lab or a sandbox of this host is on it
+  if (!core.cluster()) {
+    log.warn({ lab, network: name }, 'lab: the global store is not reached: the overlay the lab made is left (remove it with tnet network rm once no host uses it)');
+    return false;
+  }
+  try {
+    await ctx.controller.deleteNetwork(net.id, { owner: '' });
+    return true;
+  } catch (e) {
+    if (isTnetError(e, 'busy')) {
+      log.info({ lab, network: name }, 'lab: the overlay stays: other hosts have endpoints on it');
+      return false;
+    }
+    if (isTnetError(e, 'not-found')) return false; // removed meanwhile, by another host's lab
+    throw e;
+  }
 }
 
 /**
@@ -526,6 +699,7 @@ export async function destroyLab(ctx: LabContext, name: string): Promise<{ remov
   const owner = labOwner(name);
   return core.locks.exclusive(`lab:${name}`, async () => {
     const store = labStore(core);
+    const overlays = new Set(joinedOverlays(store.lab(name)).values());
     let removed = 0;
     try {
       const procs = store.processes(name);
@@ -545,6 +719,7 @@ export async function destroyLab(ctx: LabContext, name: string): Promise<{ remov
         await ctx.controller.deleteNetwork(n.id, { owner, removeEndpoints: true });
         removed++;
       }
+      for (const g of overlays) if (await leaveOverlay(ctx, name, g)) removed++;
       for (const p of (await ctx.controller.pools()).filter((x) => x.owner === owner)) await ctx.controller.releasePool(p.id);
       const had = store.lab(name) !== undefined;
       core.state.tx(() => store.deleteLab(name));
@@ -567,7 +742,7 @@ export function labs(ctx: LabContext): LabSummary[] {
     const atts = sbs.reduce((k, s) => k + ctx.core.state.endpointsOfSandbox(s.id).length, 0);
     return {
       name: r.name, state: r.state, nodes: sbs.length, links: store.wires(owner).length + atts,
-      networks: ctx.core.state.networks().filter((n) => n.owner === owner).length, created: r.created,
+      networks: ctx.core.state.networks().filter((n) => n.owner === owner).length + joinedOverlays(r).size, created: r.created,
     };
   });
 }
@@ -585,13 +760,21 @@ export function labDetails(ctx: LabContext, name: string): LabDetails {
   }));
   const owner = labOwner(name);
   const nets = new Map(ctx.core.state.networks().filter((n) => n.owner === owner).map((n) => [n.name, n]));
+  for (const n of Object.values(plan.networks ?? {})) {
+    const g = n.global !== undefined ? globalNetwork(ctx.core, n.global) : undefined;
+    if (g) nets.set(n.name, g);
+  }
   return {
     name, state: row.state, spec: JSON.parse(row.spec) as LabSpec, plan, nodes,
     links: (plan.wires ?? []).map((w) => ({ a: `${w.a.node}:${w.a.ifname}`, b: `${w.b.node}:${w.b.ifname}`, mtu: w.mtu, addresses: [w.a.addresses, w.b.addresses], ...(w.rate ? { rate: w.rate } : {}) })),
     networks: Object.values(plan.networks ?? {}).map((n) => {
       const net = nets.get(n.name);
       const bridge = net ? ctx.controller.networkDetails(net).bridge : undefined;
-      return { name: n.name, driver: n.driver, subnet: net?.ipv4?.subnet.toString() ?? n.subnet, subnet6: net?.ipv6?.subnet.toString() ?? n.subnet6, mtu: n.mtu, internal: n.internal, ...(bridge ? { bridge } : {}) };
+      const vni = n.global !== undefined && net ? Number(net.options[VXLANID_LIST]) : undefined;
+      return {
+        name: n.name, driver: n.driver, subnet: net?.ipv4?.subnet.toString() ?? n.subnet, subnet6: net?.ipv6?.subnet.toString() ?? n.subnet6, mtu: n.mtu, internal: n.internal,
+        ...(bridge ? { bridge } : {}), ...(n.global !== undefined ? { scope: 'global' as const, global: n.global } : {}), ...(vni ? { vni } : {}),
+      };
     }),
   };
 }

@@ -414,6 +414,8 @@ class Rules {
 
   private networkRules() {
     const subnets: { subnet: Subnet; name: string }[] = [];
+    /** Global network name (lowercase) -> the lab's key for it: two keys for one overlay is a mistake. */
+    const globalNames = new Map<string, string>();
     for (const [name, raw] of Object.entries(this.networks)) {
       const path = ['networks', name];
       if (!this.dnsName('network', name, path)) continue;
@@ -460,7 +462,19 @@ class Rules {
           if (why) this.add([...path, 'parent'], `parent "${net.parent}" is not an interface name: it ${why}`);
         }
       }
-      if (typeof net.mtu === 'number' && net.mtu < 1280 && (this.lab.ipv6 === true || net.subnet6 !== undefined)) {
+      if (net.name !== undefined && driver !== 'overlay') {
+        this.add([...path, 'name'], `name is for overlay networks only (the global network's name on every host); network ${name} uses the ${driver} driver and is named by its key`);
+      } else if (typeof net.name === 'string' && !DNS_LABEL.test(net.name)) {
+        this.add([...path, 'name'], `name "${net.name}" may only contain letters, digits and "-" (at most 63), and must start and end with a letter or digit: it is part of DNS names on the network`);
+      }
+      if (driver === 'overlay') {
+        const global = typeof net.name === 'string' ? net.name : name;
+        const twin = globalNames.get(global.toLowerCase());
+        if (twin !== undefined) this.add(path, `networks ${twin} and ${name} both name the global network ${global}; a lab joins a network once: keep one`);
+        else globalNames.set(global.toLowerCase(), name);
+        // The overlay driver's own floor (drivers/overlay/options.ts), said here with the file's position.
+        if (typeof net.mtu === 'number' && net.mtu < 1280) this.add([...path, 'mtu'], `mtu ${net.mtu} is below 1280, the least an overlay network takes`);
+      } else if (typeof net.mtu === 'number' && net.mtu < 1280 && (this.lab.ipv6 === true || net.subnet6 !== undefined)) {
         this.add([...path, 'mtu'], `mtu ${net.mtu} is below 1280, the least IPv6 works with, and network ${name} carries IPv6`);
       }
     }
@@ -600,7 +614,12 @@ class Rules {
       });
       const network = a.network ?? b.network;
       const net = network !== undefined && isMap(this.networks[network]) ? (this.networks[network] as LabNetworkSpec) : {};
-      if (network !== undefined && typeof link.mtu === 'number') {
+      if (network !== undefined && typeof link.mtu === 'number' && net.driver === 'overlay' && typeof net.mtu !== 'number') {
+        this.add(
+          [...path, 'mtu'],
+          `${label} sets mtu ${link.mtu} but network ${network} is an overlay without mtu: its MTU is each host's underlay MTU minus what VXLAN adds (50 bytes); remove the link's mtu or set mtu: ${link.mtu} on ${network}`,
+        );
+      } else if (network !== undefined && typeof link.mtu === 'number') {
         const netMtu = typeof net.mtu === 'number' ? net.mtu : DEFAULT_MTU;
         if (netMtu !== link.mtu) {
           this.add(

@@ -1,6 +1,7 @@
 /**
- * A picture of a lab (`tnet graph`): nodes as boxes, networks (LANs) as hexagons, links labelled
- * with their interfaces and addresses. Mermaid and DOT are text; SVG is DOT laid out in-process by
+ * A picture of a lab (`tnet graph`): nodes as boxes, networks (LANs) as hexagons (an overlay,
+ * shared with other hosts, with a double border in DOT and "overlay (all hosts)" in its label),
+ * links labelled with their interfaces and addresses. Mermaid and DOT are text; SVG is DOT laid out in-process by
  * a WebAssembly build of Graphviz, so no system binary is needed. The same lab gives the same
  * output byte for byte: nodes and networks by name, links in the lab's order.
  */
@@ -31,7 +32,8 @@ export interface GraphOptions {
 interface Picture {
   name: string;
   nodes: { name: string; lines: string[] }[];
-  networks: { name: string; lines: string[] }[];
+  /** `global`: an overlay, shared by the cluster's hosts under that name (drawn with a double border). */
+  networks: { name: string; lines: string[]; global?: string }[];
   edges: { from: End; to: End; props: string[] }[];
 }
 interface End {
@@ -56,7 +58,10 @@ function picture(lab: LabSpec, opts: GraphOptions): Picture {
     networks: networks.map((name) => {
       const n = lab.networks[name] ?? {};
       const subnets = opts.subnets?.[name] ?? [n.subnet, n.subnet6].filter((x): x is string => !!x);
-      return { name, lines: [...subnets, ...(n.mtu ? [`mtu ${n.mtu}`] : [])] };
+      const lines = [...subnets, ...(n.mtu ? [`mtu ${n.mtu}`] : [])];
+      if (n.driver !== 'overlay') return { name, lines };
+      const global = n.name ?? name;
+      return { name, global, lines: [global === name ? 'overlay (all hosts)' : `overlay ${global} (all hosts)`, ...lines] };
     }),
     edges: (lab.links ?? []).map((link, i) => {
       const ends = link.endpoints.map((text, k) => endOf(text.trim(), k, link, netSet, opts.ends?.[i]?.[k])) as [End, End];
@@ -134,7 +139,8 @@ function dot(pic: Picture): string {
   ];
   for (const n of pic.nodes) out.push(`  ${q(`node:${n.name}`)} [shape=box, style=rounded, label=${label([n.name, ...n.lines])}];`);
   for (const n of pic.networks) {
-    out.push(`  ${q(`network:${n.name}`)} [shape=hexagon, style=filled, fillcolor="#e8eef9", label=${label([n.name, ...n.lines])}];`);
+    const shared = n.global !== undefined ? ', peripheries=2' : '';
+    out.push(`  ${q(`network:${n.name}`)} [shape=hexagon, style=filled, fillcolor="#e8eef9"${shared}, label=${label([n.name, ...n.lines])}];`);
   }
   const known = new Set([...pic.nodes.map((n) => `node:${n.name}`), ...pic.networks.map((n) => `network:${n.name}`)]);
   for (const e of pic.edges) {

@@ -13,6 +13,12 @@ import { Subnet } from '../ipam/subnet.js';
 import type { LabLinkSpec, LabNodeSpec, LabSpec } from './topology.js';
 
 export const DEFAULT_MTU = 1500;
+/**
+ * An overlay without `mtu` has each host's underlay MTU minus what VXLAN adds (50 bytes over
+ * IPv4): the plan says what a 1500-byte underlay gives, and apply corrects it from the interface
+ * the node got.
+ */
+export const OVERLAY_PLAN_MTU = DEFAULT_MTU - 50;
 
 /** One interface of a node as planned. */
 export interface PlannedInterface {
@@ -52,6 +58,11 @@ export interface PlannedNetwork {
   internal: boolean;
   parent?: string;
   options?: Record<string, string>;
+  /**
+   * overlay: the global network's name in the cluster. Not the lab's own network: it is joined
+   * (or made, when no host has it) under this name, so labs on other hosts meet on it.
+   */
+  global?: string;
 }
 
 export interface WireEnd {
@@ -158,9 +169,13 @@ export function planLab(spec: LabSpec, pools: LabPoolSet, netns: (node: string) 
   const networks: Record<string, PlannedNetwork> = {};
   for (const [name, n] of Object.entries(spec.networks)) {
     const oldNet = old?.networks[name];
+    // An overlay has no NAT and no way out of its own: `internal` there only says whether a given
+    // gateway (a router node's address) becomes the nodes' default route, so it is off unless asked.
+    const overlay = n.driver === 'overlay';
     networks[name] = {
       name, driver: n.driver ?? 'bridge', subnet: n.subnet, gateway: n.gateway, subnet6: n.subnet6, gateway6: n.gateway6,
-      ipv6: Boolean(spec.ipv6 || n.subnet6), mtu: n.mtu ?? DEFAULT_MTU, internal: n.internal ?? true, parent: n.parent, options: n.options,
+      ipv6: Boolean(spec.ipv6 || n.subnet6), mtu: n.mtu ?? (overlay ? OVERLAY_PLAN_MTU : DEFAULT_MTU), internal: n.internal ?? !overlay, parent: n.parent, options: n.options,
+      ...(overlay ? { global: n.name ?? name } : {}),
     };
     // an auto subnet chosen before stays (unless the network changes in another way)
     if (!n.subnet && oldNet?.subnet && sameNetwork({ ...networks[name], subnet: undefined }, { ...oldNet, subnet: undefined })) networks[name].subnet = oldNet.subnet;
@@ -338,6 +353,8 @@ export function sameNetwork(x: PlannedNetwork, y: PlannedNetwork): boolean {
 const networkKey = (n: PlannedNetwork) => ({
   d: n.driver, s: n.subnet ?? null, g: n.gateway ?? null, s6: n.subnet6 ?? null, g6: n.gateway6 ?? null, v6: n.ipv6, m: n.mtu, i: n.internal,
   p: n.parent ?? null, o: n.options ?? {},
+  // only where set: the signatures recorded for the labs' own networks stay what they were
+  ...(n.global !== undefined ? { gl: n.global } : {}),
 });
 
 export const networkSignature = (n: PlannedNetwork) => JSON.stringify(networkKey(n));

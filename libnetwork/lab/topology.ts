@@ -37,14 +37,24 @@ export interface LabPools {
 }
 
 export interface LabNetworkSpec {
-  /** Which tnet driver makes the segment (default bridge): bridge, macvlan, overlay. */
+  /**
+   * Which tnet driver makes the segment (default bridge): bridge, macvlan, overlay. An overlay is
+   * not the lab's own: it is a global network shared by every host of the cluster, joined (or
+   * made, when no host has it yet) by its global name, so labs on several hosts meet on it.
+   */
   driver?: string;
+  /** overlay: the global network's name on every host (default: the key in `networks`). */
+  name?: string;
   subnet?: string;
   gateway?: string;
   subnet6?: string;
   gateway6?: string;
   mtu?: number;
-  /** No NAT, no way in or out. Lab LANs are internal unless `internal: false`. */
+  /**
+   * No NAT, no way in or out. Lab LANs are internal unless `internal: false`; an overlay is not
+   * unless asked (it has no NAT of its own: there it only keeps a given gateway from being the
+   * nodes' default route).
+   */
   internal?: boolean;
   /** macvlan: the host interface the segment sits on. */
   parent?: string;
