@@ -23,6 +23,7 @@ import type { Pool } from '../ipam/ipam.js';
 import { log } from '../log.js';
 import type { Endpoint, Network, PortRequest, Proto } from '../model.js';
 import { ENABLE_IPV6, EXPOSED_PORTS, GENERIC, INTERNAL, MAC_ADDRESS, PORT_MAP } from '../netlabel.js';
+import { OverlayIpam, TNET_NETWORK, isOverlayPool } from './overlay.js';
 
 // ------------------------------------------------------------------ the wire (Go field names)
 
@@ -253,7 +254,12 @@ async function retryAfterStale<T>(c: Controller, fn: () => Promise<T>): Promise<
  * allocations are never released behind dockerd's back.
  */
 export class DockerIpam implements IpamDriverApi {
-  constructor(private readonly c: Controller) {}
+  /** Pools of a tnet overlay (`--ipam-opt tnet.network=NAME`): addresses from the cluster (overlay.ts). */
+  private readonly overlay: OverlayIpam;
+
+  constructor(private readonly c: Controller) {
+    this.overlay = new OverlayIpam(c);
+  }
 
   capabilities() {
     return { RequiresMACAddress: false, RequiresRequestReplay: false };
@@ -264,6 +270,7 @@ export class DockerIpam implements IpamDriverApi {
   }
 
   async requestPool(r: RequestPoolRequest): Promise<RequestPoolResponse> {
+    if (r.Options?.[TNET_NETWORK] !== undefined) return this.overlay.requestPool(r);
     const subnet = r.Pool || undefined;
     if (r.SubPool && !subnet) throw invalid(`a sub-pool (--ip-range ${r.SubPool}) needs an explicit pool (--subnet)`, `sub-pool "${r.SubPool}"`);
     const pool = await this.c.requestPool({
@@ -303,11 +310,13 @@ export class DockerIpam implements IpamDriverApi {
   }
 
   async releasePool(r: { PoolID: string }): Promise<void> {
+    if (isOverlayPool(this.c, r.PoolID)) return this.overlay.releasePool(r);
     await this.own(r.PoolID);
     await this.c.releasePool(r.PoolID);
   }
 
   async requestAddress(r: RequestAddressRequest): Promise<RequestAddressResponse> {
+    if (isOverlayPool(this.c, r.PoolID)) return this.overlay.requestAddress(r);
     const pool = await this.own(r.PoolID);
     const gateway = r.Options?.[REQUEST_ADDRESS_TYPE] === GATEWAY_REQUEST;
     let address: IpAddr;
@@ -330,6 +339,7 @@ export class DockerIpam implements IpamDriverApi {
   }
 
   async releaseAddress(r: ReleaseAddressRequest): Promise<void> {
+    if (isOverlayPool(this.c, r.PoolID)) return this.overlay.releaseAddress(r);
     await this.own(r.PoolID);
     try {
       await this.c.releaseAddress(r.PoolID, r.Address);

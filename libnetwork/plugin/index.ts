@@ -3,6 +3,8 @@
  *
  *   tnet.sock           NetworkDriver (tnet's bridge driver) + IpamDriver
  *   tnet-macvlan.sock   NetworkDriver (tnet's macvlan driver): `docker network create -d tnet-macvlan -o parent=eth0`
+ *   tnet-overlay.sock   NetworkDriver (Docker networks over a tnet overlay, overlay.ts):
+ *                       `docker network create -d tnet-overlay --ipam-driver tnet --ipam-opt tnet.network=NAME NAME`
  *
  * `docker network create -d tnet ...` picks the network driver, `--ipam-driver tnet` the IPAM.
  * More drivers (overlay, macvlan) get their own socket names through `drivers`, e.g.
@@ -15,7 +17,7 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Controller } from '../controller.js';
-import type { DockerNetworks, IpamDriverApi, NetworkDriverApi } from './docker.js';
+import type { IpamDriverApi, NetworkDriverApi } from './docker.js';
 import { EarlySocket, SocketInUse } from '../early-socket.js';
 import { conflict } from '../errors.js';
 
@@ -23,7 +25,16 @@ export type { PluginBackends, PluginAppOptions } from './server.js';
 
 export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
 /** The plugins `tnet daemon` serves: the names dockerd sees (`-d NAME`) and the tnet drivers behind them; the first also serves the IpamDriver. */
-export const DAEMON_DRIVERS: Readonly<Record<string, string>> = { tnet: 'bridge', 'tnet-macvlan': 'macvlan' };
+export const DAEMON_DRIVERS: Readonly<Record<string, string>> = { tnet: 'bridge', 'tnet-macvlan': 'macvlan', 'tnet-overlay': 'overlay' };
+
+/**
+ * What GetCapabilities says for a tnet driver. Always Scope "local": dockerd refuses a global one
+ * outside swarm, and swarm refuses legacy plugins. The overlay's connectivity is global (dockerd
+ * accepts that outside swarm and treats the network as local); tnet spans the hosts itself.
+ */
+function capabilitiesOf(driverType: string): { Scope: 'local'; ConnectivityScope: 'local' | 'global' } {
+  return { Scope: 'local', ConnectivityScope: driverType === 'overlay' ? 'global' : 'local' };
+}
 
 /** The Docker operations and the kernel modules under them load when first needed, not before the socket. */
 let dockerModule: Promise<typeof import('./docker.js')> | undefined;
@@ -76,18 +87,18 @@ export async function startPlugin(controller: Controller | Promise<Controller>, 
   const ready = Promise.resolve(controller);
   ready.catch(() => undefined); // each call reports it; no unhandled rejection here
 
-  const backends: DockerNetworks[] = [];
+  const backends: { close(): void }[] = [];
   const apps: FastifyInstance[] = [];
   const sockets: string[] = [];
   const early: EarlySocket[] = [];
   let first = true;
   try {
     // 1. Every socket listens and answers activation, within milliseconds of the process start.
-    for (const pluginName of Object.keys(drivers)) {
+    for (const [pluginName, driverType] of Object.entries(drivers)) {
       const withIpam = early.length === 0;
       const e = new EarlySocket({
         'POST /Plugin.Activate': { Implements: withIpam ? ['NetworkDriver', 'IpamDriver'] : ['NetworkDriver'] },
-        'POST /NetworkDriver.GetCapabilities': { Scope: 'local', ConnectivityScope: 'local' },
+        'POST /NetworkDriver.GetCapabilities': capabilitiesOf(driverType),
         ...(withIpam ? { 'POST /IpamDriver.GetCapabilities': { RequiresMACAddress: false, RequiresRequestReplay: false } } : {}),
       });
       const path = join(dir, `${pluginName}.sock`);
@@ -105,7 +116,13 @@ export async function startPlugin(controller: Controller | Promise<Controller>, 
     const { pluginApp } = await import('./server.js');
     for (const [i, [, driverType]] of Object.entries(drivers).entries()) {
       const e = early[i]!;
-      const nets = ready.then(async (c) => {
+      const nets = ready.then(async (c): Promise<NetworkDriverApi> => {
+        if (driverType === 'overlay') {
+          const { DockerOverlay } = await import('./overlay.js');
+          const d = new DockerOverlay(c);
+          backends.push(d);
+          return d;
+        }
         const { DockerNetworks } = await docker();
         const d = new DockerNetworks(c, { driver: driverType, dockerUser: opts.dockerUser });
         backends.push(d);
@@ -119,12 +136,12 @@ export async function startPlugin(controller: Controller | Promise<Controller>, 
           }))
         : undefined;
       first = false;
-      const app = await pluginApp({ network: lazyNetwork(nets), ipam }, { bodyLimit: opts.bodyLimit, serverFactory: (h) => e.attach(h) });
+      const app = await pluginApp({ network: lazyNetwork(nets, capabilitiesOf(driverType)), ipam }, { bodyLimit: opts.bodyLimit, serverFactory: (h) => e.attach(h) });
       await app.ready();
       e.release();
       apps.push(app);
       // A plugin restarted while dockerd runs gets no new Activate: refresh DOCKER-USER now.
-      void nets.then((d) => d.activated()).catch((err) => withLog((log) => log.warn({ err }, 'DOCKER-USER sync at start failed')));
+      void nets.then((d) => d.activated?.()).catch((err) => withLog((log) => log.warn({ err }, 'DOCKER-USER sync at start failed')));
     }
   } catch (err) {
     for (const a of apps) await a.close();
@@ -147,11 +164,11 @@ export async function startPlugin(controller: Controller | Promise<Controller>, 
 }
 
 /** The NetworkDriver side, waiting for the controller where a call needs it. */
-function lazyNetwork(p: Promise<NetworkDriverApi>): NetworkDriverApi {
+function lazyNetwork(p: Promise<NetworkDriverApi>, caps: ReturnType<NetworkDriverApi['capabilities']>): NetworkDriverApi {
   let ready: NetworkDriverApi | undefined;
   p.then((n) => (ready = n)).catch(() => undefined);
   return {
-    capabilities: () => ({ Scope: 'local', ConnectivityScope: 'local' }),
+    capabilities: () => caps,
     // Activate never waits for the controller (dockerd gives up on a slow plugin); once it is
     // ready, the firewall refresh finishes before the answer, so the next Join's traffic passes.
     activated: async () => {

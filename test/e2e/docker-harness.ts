@@ -425,3 +425,60 @@ export function httpGet(host: string, port: number, where = ''): string {
   return i < 0 ? '' : r.out.slice(i + 4).trim();
 }
 
+
+/**
+ * A dockerd inside a simulated host's namespaces (test/multihost.ts: the holder process's network,
+ * mount and UTS namespaces), so that it sees that host's private /run/docker (the plugin sockets
+ * of the host's own tnet daemon, its netns files) and moves interfaces from that host's network
+ * namespace. `nsenter` execs dockerd in place, so the pid is dockerd's and stop()/kill9() work.
+ */
+export class HostDockerd extends Dockerd {
+  private readonly hostArgs: string[];
+
+  constructor(base: string, private readonly holderPid: number, opts: DockerdOptions = {}) {
+    super(base, opts);
+    this.hostArgs = [
+      '--data-root', join(base, 'data'), '--exec-root', join(base, 'exec'), '--pidfile', this.pidFile,
+      '--host', `unix://${this.sock}`, '--config-file', join(base, 'daemon.json'), '--log-level', 'warn',
+      `--iptables=${opts.iptables === false ? 'false' : 'true'}`,
+      ...(opts.noBridge ? ['--bridge=none'] : []),
+    ];
+  }
+
+  override async start(): Promise<void> {
+    // A host may mount a sysfs of its own (its /sys/class/net), which hides the cgroup hierarchies
+    // runc needs: they are mounted again there, as the test namespace has them (a bind from
+    // another mount namespace does not carry its submounts), in the host's mount namespace only.
+    const hierarchies = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')).filter((f) => f[2] === 'cgroup' || f[2] === 'cgroup2');
+    const mounts = hierarchies.map(([, dir, type, opts]) => {
+      const own = (opts ?? '').split(',').filter((o) => !['rw', 'ro', 'nosuid', 'nodev', 'noexec', 'relatime'].includes(o));
+      return `mkdir -p ${dir} && mount -t ${type} ${own.length ? `-o ${own.join(',')} ` : ''}${type} ${dir}`;
+    });
+    const cg = spawnSync('nsenter', ['-t', String(this.holderPid), '-m', '--', 'sh', '-c',
+      `ls -A /sys/fs/cgroup | grep -q . || { mount -t tmpfs tnet-cgroup /sys/fs/cgroup && ${mounts.join(' && ') || 'true'}; }`], { encoding: 'utf8' });
+    if (cg.status !== 0) throw new Error(`cgroups for dockerd in the host namespace of pid ${this.holderPid}: ${cg.stderr}`);
+    const log = openSync(join(this.base, 'dockerd.log'), 'a');
+    this.child = spawn('nsenter', ['-t', String(this.holderPid), '-m', '-n', '-u', '--', '/usr/sbin/dockerd', ...this.hostArgs], { stdio: ['ignore', log, log] });
+    closeSync(log);
+    const ok = await until(() => this.docker('version', '--format', '{{.Server.Version}}').code === 0 || this.child?.exitCode !== null, 30_000);
+    if (!ok || this.child.exitCode !== null) throw new Error(`dockerd (host namespace of pid ${this.holderPid}) did not start:\n${this.log().slice(-3000)}`);
+  }
+}
+
+/**
+ * Starts a dockerd in a simulated host's namespaces (HostDockerd); at teardown its containers are
+ * removed, it is stopped and its files go (its mounts live in the host's mount namespace).
+ */
+export async function startDockerdOnHost(tt: Test, holderPid: number, opts: DockerdOptions = {}): Promise<HostDockerd> {
+  const base = mkdtempSync(join(tmpdir(), 'tnet-e2e-host-'));
+  const d = new HostDockerd(base, holderPid, opts);
+  tt.teardown(async () => {
+    const left = d.docker('ps', '-aq').out.split('\n').filter(Boolean);
+    if (left.length) d.docker('rm', '-f', ...left);
+    await d.stop();
+    spawnSync('nsenter', ['-t', String(holderPid), '-m', '--', 'sh', '-c', `grep -o " ${base}[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l`]);
+    rmSync(base, { recursive: true, force: true });
+  });
+  await d.start();
+  return d;
+}
