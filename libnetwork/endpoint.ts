@@ -184,8 +184,11 @@ export async function teardownEndpoint(core: Core, net: Network, ep: Endpoint, h
  * takes none at all.
  */
 export async function forgetEndpoint(core: Core, net: Network, ep: Endpoint, opts: { durableLater?: boolean } = {}): Promise<void> {
-  if (core.isGlobal(net)) await releaseGlobalAddresses(core, net, ep);
-  else if (net.addresses === 'tnet') await core.ipam.releaseOwned(ep.id, { durable: false });
+  // An engine's endpoint (no sandbox of tnet's) got its addresses from the IpamDriver face, which
+  // gives them back when the engine says so (Docker's ReleaseAddress), as on its local networks.
+  if (core.isGlobal(net)) {
+    if (ep.sandboxId !== undefined) await releaseGlobalAddresses(core, net, ep);
+  } else if (net.addresses === 'tnet') await core.ipam.releaseOwned(ep.id, { durable: false });
   if (opts.durableLater) core.state.unsynced(() => core.state.deleteEndpoint(ep.id));
   else core.state.tx(() => core.state.deleteEndpoint(ep.id));
 }
@@ -407,7 +410,8 @@ async function isStale(core: Core, net: Network, ep: Endpoint, graceMs: number):
 export async function releaseStale(core: Core, owner: Owner, graceMs: number): Promise<Endpoint[]> {
   const released: Endpoint[] = [];
   for (const net of core.state.networks()) {
-    if (net.owner !== owner || net.state !== 'ready') continue;
+    // A global network is nobody's on this host, but Docker's endpoints on it are dockerd's.
+    if ((net.owner !== owner && !(owner === 'docker' && core.isGlobal(net))) || net.state !== 'ready') continue;
     const eps = core.state.endpointsOfNetwork(net.id);
     const stale: Endpoint[] = [];
     for (const e of eps) if (await isStale(core, net, e, graceMs)) stale.push(e);
@@ -417,13 +421,17 @@ export async function releaseStale(core: Core, owner: Owner, graceMs: number): P
       for (const ep of stale) {
         log.warn({ network: net.name, endpoint: short(ep.id), sandbox: ep.sandboxKey ?? '(never joined)' }, 'releasing a stale endpoint its engine let go');
         await teardownEndpoint(core, net, ep, { sandboxGoing: false });
-        for (const [addr, ip] of [[ep.ipv4, net.ipv4], [ep.ipv6, net.ipv6]] as const) {
-          if (!addr || !ip || live.some((e) => e.ipv4?.equals(addr) || e.ipv6?.equals(addr))) continue;
-          const pool = await core.ipam.getPool(ip.poolId);
-          if (!pool.shared) continue; // a reserved subnet: the engine's own IPAM holds its addresses
-          await core.ipam.releaseAddress(ip.poolId, addr.toString()).catch((e: unknown) => {
-            if (!isTnetError(e, 'not-found')) throw e;
-          });
+        if (core.isGlobal(net)) {
+          await releaseGlobalAddresses(core, net, ep); // dockerd will not: it gave up
+        } else {
+          for (const [addr, ip] of [[ep.ipv4, net.ipv4], [ep.ipv6, net.ipv6]] as const) {
+            if (!addr || !ip || live.some((e) => e.ipv4?.equals(addr) || e.ipv6?.equals(addr))) continue;
+            const pool = await core.ipam.getPool(ip.poolId);
+            if (!pool.shared) continue; // a reserved subnet: the engine's own IPAM holds its addresses
+            await core.ipam.releaseAddress(ip.poolId, addr.toString()).catch((e: unknown) => {
+              if (!isTnetError(e, 'not-found')) throw e;
+            });
+          }
         }
         core.state.tx(() => core.state.deleteEndpoint(ep.id));
         core.events.emit('endpoint', 'down', ep, net, undefined);

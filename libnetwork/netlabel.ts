@@ -25,3 +25,5 @@ export const DEFAULT_BRIDGE = 'com.docker.network.bridge.default_bridge';
  * the same one.
  */
 export const VXLANID_LIST = 'com.docker.network.driver.overlay.vxlanid_list';
+/** The tnet overlay a Docker network stands for: `--ipam-opt tnet.network=NAME` (plugin/overlay.ts). */
+export const TNET_NETWORK = 'tnet.network';

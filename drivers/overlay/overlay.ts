@@ -15,7 +15,7 @@ import type {
 } from '../../libnetwork/driverapi.js';
 import { TnetError, conflict, invalid } from '../../libnetwork/errors.js';
 import {
-  addrList, fdbDel, fdbList, fdbSet, isErrno, linkAdd, linkByName, linkDelIfExists, linkGet, linkList, linkSetAlias,
+  addrList, fdbDel, fdbForgetLearned, fdbList, fdbSet, isErrno, linkAdd, linkByName, linkDelIfExists, linkGet, linkList, linkSetAlias,
   neighDel, neighList, neighSet, sysctlSet,
 } from '../../libnetwork/kernel/index.js';
 import type { Endpoint, Network } from '../../libnetwork/model.js';
@@ -32,6 +32,11 @@ export const overlayDriver: DriverFactory = {
   scope: 'global',
   options: { keys: KNOWN_OPTIONS, aliases: ALIASES },
   create: (ctx) => new OverlayDriver(ctx),
+};
+
+/** An entry already gone is what a removal wants. */
+const gone = (e: unknown) => {
+  if (!isErrno(e, 'ENOENT', 'ESRCH', 'ENODEV')) throw e;
 };
 
 /** A bridge's own MAC, fixed from the network's id (the bridge driver's reason: a port leaving must not change it). */
@@ -166,8 +171,11 @@ export class OverlayDriver implements Driver {
   async join(net: Network, ep: Endpoint, target: JoinTarget, t: Txn): Promise<Attachment> {
     const h = this.ctx.rtnl;
     const hostIfname = hostVethName(ep.id);
-    const mtu = await this.mtu(net);
-    const master = (await linkGet(h, bridgeName(net.id))).index;
+    // The bridge was made with the network's MTU on this host (every port has it): no dump of
+    // the host's links and addresses per endpoint.
+    const br = await linkGet(h, bridgeName(net.id));
+    const mtu = br.mtu ?? (await this.mtu(net));
+    const master = br.index;
     const peer =
       target.kind === 'handoff'
         ? { name: handoffName(ep.id), mac: ep.mac, mtu }
@@ -177,6 +185,9 @@ export class OverlayDriver implements Driver {
       () => linkAdd(h, { kind: 'veth', name: hostIfname, master, mtu, up: true, alias: this.tag('endpoint', ep.id), peer }),
       () => linkDelIfExists(h, hostIfname),
     );
+    // The MAC follows the address (02:42 + IPv4): one that lived on another host a moment ago may
+    // still be learned on the VXLAN port, and this endpoint's frames would go into the tunnel.
+    await this.forgetLearned(net, ep.mac);
     const gateways = net.internal ? {} : { gateway4: net.ipv4?.gateway, gateway6: net.ipv6?.gateway };
     if (target.kind === 'handoff') return { where: 'handoff', srcName: peer.name, ...gateways, staticRoutes: [] };
     return { where: 'sandbox', ifindex: created.peerIndex, ...gateways, staticRoutes: [] };
@@ -213,11 +224,16 @@ export class OverlayDriver implements Driver {
 
   private async unprogram(vx: number, p: Peer): Promise<void> {
     const h = this.ctx.rtnl;
-    const gone = (e: unknown) => {
-      if (!isErrno(e, 'ENOENT', 'ESRCH', 'ENODEV')) throw e;
-    };
     for (const ip of [p.ip, p.ip6]) if (ip) await neighDel(h, vx, ip).catch(gone);
     await fdbDel(h, vx, p.mac, p.vtep).catch(gone);
+    // and what the bridge learned of it on the tunnel port (libnetwork#1792: else up to 300 s)
+    await fdbForgetLearned(h, vx, p.mac).catch(gone);
+  }
+
+  /** The bridge's learned entry for `mac` on the network's VXLAN port, if any, goes. */
+  private async forgetLearned(net: Network, mac: string): Promise<void> {
+    const vx = await this.vxlanIndex(net);
+    if (vx !== undefined) await fdbForgetLearned(this.ctx.rtnl, vx, mac).catch(gone);
   }
 
   private known(net: Network): Map<string, Peer> {
@@ -258,8 +274,12 @@ export class OverlayDriver implements Driver {
     }
     for (const [mac, vtep] of wantFdb) if (fdb.get(mac) !== vtep) await fdbSet(h, vx, mac, vtep);
     for (const [ip, mac] of wantNeigh) if (neigh.get(ip) !== mac) await neighSet(h, vx, ip, mac);
-    for (const [ip] of neigh) if (!wantNeigh.has(ip)) await neighDel(h, vx, ip).catch(() => undefined);
-    for (const [mac, vtep] of fdb) if (!wantFdb.has(mac)) await fdbDel(h, vx, mac, vtep).catch(() => undefined);
+    for (const [ip] of neigh) if (!wantNeigh.has(ip)) await neighDel(h, vx, ip).catch(gone);
+    for (const [mac, vtep] of fdb) {
+      if (wantFdb.has(mac)) continue;
+      await fdbDel(h, vx, mac, vtep).catch(gone);
+      await fdbForgetLearned(h, vx, mac).catch(gone);
+    }
   }
 
   // ---------------------------------------------------------------- restore and doctor

@@ -138,6 +138,13 @@ export class GlobalAllocator implements Allocator {
   private readonly v6: PoolSource[];
   private readonly queue = new KeyedQueue();
   private readonly poolCache = new Map<string, { pool: StoredPool; kv: KeyValue }>();
+  /**
+   * The addresses of each pool this allocator last saw taken, plus its own allocations since: a
+   * dynamic request tries the lowest address not in it with one transaction, and lists the pool
+   * again only when that loses (another host took it) or the pool looks full. Another host's
+   * release is seen at the next listing; until then that address is merely skipped.
+   */
+  private readonly takenCache = new Map<string, Set<bigint>>();
 
   constructor(
     readonly store: GlobalStore,
@@ -224,6 +231,7 @@ export class GlobalAllocator implements Allocator {
     const kv = await this.store.get(KEYS.pool(poolId));
     if (!kv) {
       this.poolCache.delete(poolId);
+      this.takenCache.delete(poolId);
       throw notFound(`pool ${poolId} does not exist in the global store`, `pool "${poolId}"`);
     }
     const found = { pool: parseJson<StoredPool>(kv), kv };
@@ -251,6 +259,7 @@ export class GlobalAllocator implements Allocator {
         const { kv } = await this.stored(poolId);
         if ((await this.store.commit([{ key: kv.key, modRevision: kv.modRevision }], this.deletePoolOps(poolId))).ok) {
           this.poolCache.delete(poolId);
+          this.takenCache.delete(poolId);
           return 0;
         }
       }
@@ -297,20 +306,36 @@ export class GlobalAllocator implements Allocator {
           }
           throw conflict(`address ${a} of pool ${pool.subnet} is already taken${held.owner ? ` by ${held.owner}` : ''} (${held.kind})`, obj);
         }
-        if (await take(key, record('static'))) return a;
+        if (await take(key, record('static'))) {
+          this.takenCache.get(poolId)?.add(a.value);
+          return a;
+        }
         await this.stored(poolId); // not-found if the pool went away
         throw conflict(`address ${a} of pool ${pool.subnet} was taken by another host a moment ago`, obj);
       }
       const [rlo, rhi] = hostSpan(pool.subnet, pool.range);
       for (let race = 0; race < MAX_RACES; race++) {
-        const taken = new Set((await this.store.list(KEYS.addrs(poolId))).items.map((kv) => IpAddr.parse(kv.key.slice(KEYS.addrs(poolId).length)).value));
+        let taken = this.takenCache.get(poolId);
+        const fresh = taken === undefined;
+        if (!taken) {
+          taken = new Set((await this.store.list(KEYS.addrs(poolId))).items.map((kv) => IpAddr.parse(kv.key.slice(KEYS.addrs(poolId).length)).value));
+          this.takenCache.set(poolId, taken);
+        }
         let v = rlo;
         while (v <= rhi && taken.has(v)) v++;
-        if (v > rhi) throw conflict(`pool ${pool.subnet} has no free address left${pool.range.equals(pool.subnet) ? '' : ` in its range ${pool.range}`}`, `pool "${poolId}"`);
+        if (v > rhi) {
+          if (fresh) throw conflict(`pool ${pool.subnet} has no free address left${pool.range.equals(pool.subnet) ? '' : ` in its range ${pool.range}`}`, `pool "${poolId}"`);
+          this.takenCache.delete(poolId); // full as far as we knew: look again before saying so
+          continue;
+        }
         const a = IpAddr.of(pool.subnet.family, v);
-        if (await take(KEYS.addr(poolId, a), record('dynamic'))) return a;
+        if (await take(KEYS.addr(poolId, a), record('dynamic'))) {
+          taken.add(v);
+          return a;
+        }
+        this.takenCache.delete(poolId);
         await this.stored(poolId); // not-found if the pool went away
-        // Another host took it between our listing and our create: list again.
+        // Another host took it since our listing: list again.
       }
       throw new TnetError('unavailable', `allocating an address of pool ${pool.subnet} lost ${MAX_RACES} races in a row; retry`, { object: `pool "${poolId}"` });
     });
@@ -318,6 +343,7 @@ export class GlobalAllocator implements Allocator {
 
   async releaseAddress(poolId: string, address: string): Promise<void> {
     const a = IpAddr.parse(address);
+    this.takenCache.get(poolId)?.delete(a.value);
     if (!(await this.store.delete(KEYS.addr(poolId, a)))) throw notFound(`address ${a} is not allocated in pool ${poolId}`, `address "${a}"`);
   }
 
@@ -329,6 +355,7 @@ export class GlobalAllocator implements Allocator {
       if (rec.owner !== owner || (rec.kind !== 'static' && rec.kind !== 'dynamic' && rec.kind !== 'held')) continue;
       if ((await this.store.commit([{ key: kv.key, modRevision: kv.modRevision }], [{ delete: kv.key }])).ok) n++;
     }
+    if (n) this.takenCache.clear(); // rare (crash clean-up): every pool is listed afresh
     return n;
   }
 

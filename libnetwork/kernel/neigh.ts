@@ -86,3 +86,13 @@ export async function fdbList(h: Rtnl, ifindex: number): Promise<StaticEntry[]> 
   }
   return out;
 }
+
+/**
+ * Forgets what a bridge learned about `mac` on one of its ports (`bridge fdb del MAC dev PORT
+ * master`): an address that moved leaves no entry sending its frames the old way until ageing.
+ */
+export async function fdbForgetLearned(h: Rtnl, port: number, mac: string): Promise<void> {
+  await h.call('fdb del', `${mac} learned on port ${port}`, () =>
+    h.sock.delNeighbor({ family: AF_BRIDGE, ifindex: port, flags: { master: true } }, { lladdr: macBytes(mac) }),
+  );
+}

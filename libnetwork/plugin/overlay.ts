@@ -28,7 +28,7 @@ import { IpAddr } from '../ipam/address.js';
 import { Subnet } from '../ipam/subnet.js';
 import { log } from '../log.js';
 import type { Endpoint, IpConfig, Network } from '../model.js';
-import { GENERIC, MAC_ADDRESS } from '../netlabel.js';
+import { GENERIC, MAC_ADDRESS, TNET_NETWORK } from '../netlabel.js';
 import type {
   CreateEndpointRequest, CreateEndpointResponse, CreateNetworkRequest, EndpointRef, JoinRequest, JoinResponse, NetworkDriverApi, NetworkRef,
   ProgramRequest, RequestAddressRequest, RequestAddressResponse, RequestPoolRequest, RequestPoolResponse, ReleaseAddressRequest,
@@ -36,7 +36,7 @@ import type {
 import { GATEWAY_REQUEST, REQUEST_ADDRESS_TYPE, addressOfCidr, parsePortMap } from './docker.js';
 
 /** The option naming the tnet overlay: `--ipam-opt tnet.network=NAME` (required), `-o tnet.network=NAME` (optional, checked). */
-export const TNET_NETWORK = 'tnet.network';
+export { TNET_NETWORK };
 /** The tnet driver behind `-d tnet-overlay`. */
 export const OVERLAY_DRIVER = 'overlay';
 /** What dockerd reads as "the pool has no gateway": the default route's prefix (Calico's trick). */
@@ -85,20 +85,6 @@ function overlayOfAddress(c: Controller, a: IpAddr): Network | undefined {
   return overlays(c).find((n) => (a.family === 4 ? n.ipv4 : n.ipv6)?.subnet.contains(a));
 }
 
-/**
- * Addresses this host's DeleteEndpoint gave back already (the core releases an overlay endpoint's
- * addresses with it): dockerd's ReleaseAddress that follows must not free them a second time, when
- * another container may hold them again. Per controller, in memory: after a restart the owner
- * check in releaseAddress is what remains.
- */
-const releasedByCore = new WeakMap<Controller, Map<string, number>>();
-const releasedKey = (poolId: string, a: string) => `${poolId}/${a}`;
-function released(c: Controller): Map<string, number> {
-  let m = releasedByCore.get(c);
-  if (!m) releasedByCore.set(c, (m = new Map()));
-  return m;
-}
-
 // ------------------------------------------------------------------ the IpamDriver part
 
 /**
@@ -144,23 +130,15 @@ export class OverlayIpam {
   }
 
   /**
-   * Frees an address dockerd let go, unless the endpoint's delete gave it back already, or it is
-   * not this host's Docker's any more (another container or host took it meanwhile), or a live
-   * endpoint here has it. Idempotent.
+   * Frees an address dockerd let go (the core leaves a Docker endpoint's addresses to this call,
+   * as on Docker's local networks), unless it is not this host's Docker's any more (another host
+   * took it meanwhile) or a live endpoint here has it. Idempotent.
    */
   async releaseAddress(r: ReleaseAddressRequest): Promise<void> {
     if (!overlayOfPool(this.c, r.PoolID)) return; // the overlay went, and its addresses with it
     const { net, cfg } = this.pool(r.PoolID);
     const a = IpAddr.parse(r.Address);
     if (cfg.gateway?.equals(a)) return;
-    const done = released(this.c);
-    const key = releasedKey(r.PoolID, a.toString());
-    const n = done.get(key);
-    if (n !== undefined) {
-      if (n > 1) done.set(key, n - 1);
-      else done.delete(key);
-      return;
-    }
     const held = (await this.c.globalAddressesOf(net.id, r.PoolID)).find((x) => x.address.equals(a));
     if (!held) return;
     if (held.owner !== this.owner) {
@@ -287,14 +265,7 @@ export class DockerOverlay implements NetworkDriverApi {
       return;
     }
     const { ep, net } = found;
-    await this.c.deleteEndpoint(net.id, ep.id);
-    // The core gave the addresses back to the cluster with the endpoint: the ReleaseAddress dockerd sends next is a no-op.
-    const done = released(this.c);
-    for (const [a, cfg] of [[ep.ipv4, net.ipv4], [ep.ipv6, net.ipv6]] as const) {
-      if (!a || !cfg) continue;
-      const key = releasedKey(cfg.poolId, a.toString());
-      done.set(key, (done.get(key) ?? 0) + 1);
-    }
+    await this.c.deleteEndpoint(net.id, ep.id); // its addresses: dockerd's ReleaseAddress follows
   }
 
   async join(r: JoinRequest): Promise<JoinResponse> {
