@@ -20,6 +20,7 @@ import type { IpConfig, Network, Owner } from './model.js';
 import { checkName, short } from './names.js';
 import { VXLANID_LIST } from './netlabel.js';
 import type { NetworkRequest } from './network.js';
+import { newId } from './store/state.js';
 import { transaction } from './txn.js';
 
 /** The cluster, or the error that says why a global network cannot be made or changed now. */
@@ -49,7 +50,9 @@ export async function createGlobalNetwork(core: Core, req: NetworkRequest): Prom
   const local = core.state.findNetwork(name, '');
   if (local?.name === name) throw conflict(`network "${name}" already exists${core.isGlobal(local) ? '' : ' on this host'}`, `network "${name}"`);
   const factory = core.registry.factory(req.driver ?? '');
-  const options = await core.driver(factory.type).checkNetwork({ id: req.id ?? '0'.repeat(64), name, internal: req.internal ?? false, options: expandOptions(factory, req.options ?? {}) });
+  // The id every host mirrors it under, chosen here so the driver checks the network it will make.
+  const id = req.id ?? newId();
+  const options = await core.driver(factory.type).checkNetwork({ id, name, internal: req.internal ?? false, options: expandOptions(factory, req.options ?? {}) });
   if (!req.ipv6 && (req.subnet6 || req.gateway6 || req.ipRange6)) throw invalid('an IPv6 subnet, gateway or range needs IPv6 enabled (--ipv6)', `network "${name}"`);
   const avoid = await core.taken();
   const pool = (family: 4 | 6, subnet?: string, gateway?: string, ipRange?: string, aux?: Readonly<Record<string, string>>): PoolRequest => {
@@ -65,7 +68,7 @@ export async function createGlobalNetwork(core: Core, req: NetworkRequest): Prom
   const g = await cluster.networks.create({
     name, driver: factory.type, vni, pools, host: cluster.host,
     options, internal: req.internal ?? false,
-    ...(req.id ? { id: req.id } : {}),
+    id,
     labels: req.labels ?? {},
     owner,
   });
