@@ -53,8 +53,14 @@ export async function connect(core: Core, netRef: string, sbRef: string, req: Co
       if (existing) throw conflict(`sandbox "${sb.name}" is already connected to network "${net.name}"`, `sandbox "${sb.name}"`);
       const aliases = (req.aliases ?? []).map(checkAlias);
       const dnsNames = [sb.name, ...aliases];
-      const clash = dnsNameClash(dnsNames, net.name, sb.id, core.state.endpointNames(dnsNames, net.name));
+      const clash = dnsNameClash(dnsNames, net.name, sb.id, [...core.state.endpointNames(dnsNames, net.name), ...remoteNames(core, net)]);
       if (clash) throw conflict(clash, `sandbox "${sb.name}"`);
+      const twin = remoteSandboxNamed(core, net, sb.name);
+      if (twin)
+        throw conflict(
+          `sandbox name "${sb.name}" is taken on global network "${net.name}" by an endpoint of host ${twin.host}; a sandbox's name is its DNS name (${sb.name}.${net.name}) on every host, so it must be unique across them (aliases may be shared)`,
+          `sandbox "${sb.name}"`,
+        );
       const mac = req.mac === undefined ? undefined : checkMac(req.mac);
       for (const [want, family] of [[req.ip, 4], [req.ip6, 6]] as const) {
         if (want === undefined) continue;
@@ -191,6 +197,18 @@ export async function forgetEndpoint(core: Core, net: Network, ep: Endpoint, opt
   } else if (net.addresses === 'tnet') await core.ipam.releaseOwned(ep.id, { durable: false });
   if (opts.durableLater) core.state.unsynced(() => core.state.deleteEndpoint(ep.id));
   else core.state.tx(() => core.state.deleteEndpoint(ep.id));
+}
+
+/** The DNS names of a global network's endpoints on the other hosts (as this host's peer watch knows them). */
+function remoteNames(core: Core, net: Network): { names: string[]; network: string; sandboxId: undefined }[] {
+  if (!core.isGlobal(net)) return [];
+  return (core.cluster()?.sync.remotePeers(net.name) ?? []).map((p) => ({ names: [p.name, ...(p.aliases ?? [])], network: net.name, sandboxId: undefined }));
+}
+
+/** Another host's endpoint on a global network whose sandbox has this name (any case). */
+function remoteSandboxNamed(core: Core, net: Network, name: string) {
+  if (!core.isGlobal(net)) return undefined;
+  return core.cluster()?.sync.remotePeers(net.name).find((p) => p.name.toLowerCase() === name.toLowerCase());
 }
 
 /**

@@ -148,6 +148,12 @@ t.test('overlay networks across hosts (one cluster: a and b, then c)', async (t)
     t.equal(taken.code, 4, `b: connect --ip ${ea1.ipv4} (a1's, on host a): exit 4 (${taken.err.trim()})`);
     t.match(taken.err, ea1.ipv4!, 'the message names the address');
     await b.api.call('DELETE', '/sandboxes/bx');
+    // A sandbox name is its DNS name on every host of a global network: another host's is refused.
+    await b.api.call('POST', '/sandboxes', { name: 'a1' });
+    const sameName = await b.tnet('connect', 'ov', 'a1');
+    t.equal(sameName.code, 4, `b: connect a sandbox named a1 (a's a1 is on ov): exit 4 (${sameName.err.trim()})`);
+    t.match(sameName.err, /a1.*host host-a/, 'the message names the name and the host that has it');
+    await b.api.call('DELETE', '/sandboxes/a1');
 
     // The kernel shape on a: a VXLAN with the network's VNI, no learning, proxy ARP/ND, its VTEP,
     // port 4789, MTU = the underlay's - 50 (IPv4 underlay), enslaved to a bridge with no address of its own.
