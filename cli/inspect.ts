@@ -20,7 +20,16 @@ export function detailsText(d: LabDetails): string {
   if (d.links.length)
     parts.push(table([['LINK', '', 'MTU', 'ADDRESSES', 'RATE'], ...d.links.map((l) => [l.a, l.b, String(l.mtu), `${l.addresses[0].join(' ')} | ${l.addresses[1].join(' ')}`, l.rate ?? ''])]));
   if (d.networks.length)
-    parts.push(table([['NETWORK', 'DRIVER', 'SUBNET', 'MTU', 'BRIDGE'], ...d.networks.map((n) => [n.name, n.driver + (n.internal ? ' (internal)' : ''), [n.subnet, n.subnet6].filter(Boolean).join(' '), String(n.mtu), n.bridge ?? ''])]));
+    parts.push(
+      table([
+        ['NETWORK', 'DRIVER', 'SUBNET', 'MTU', 'BRIDGE'],
+        ...d.networks.map((n) => [
+          // an overlay is the cluster's: its global name and VNI say which one
+          n.scope === 'global' ? `${n.name} (global ${n.global ?? n.name}, vni ${n.vni ?? '?'})` : n.name,
+          n.driver + (n.internal ? ' (internal)' : ''), [n.subnet, n.subnet6].filter(Boolean).join(' '), String(n.mtu), n.bridge ?? '',
+        ]),
+      ]),
+    );
   const procs = d.nodes.flatMap((n) => n.processes.map((p) => [n.name, String(p.pid), p.running ? 'running' : 'exited', p.cmd]));
   if (procs.length) parts.push(table([['NODE', 'PID', 'STATE', 'COMMAND'], ...procs]));
   return parts.join('\n\n');

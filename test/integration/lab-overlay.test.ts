@@ -147,6 +147,7 @@ t.test('two labs on two hosts meet on the overlay wan; it goes with the last of 
   t.equal(wanView?.vni, vniOf(wanA[0]), 'with the VNI of the network');
   t.equal(wanView?.subnet, '10.91.0.0/24', 'and its subnet');
   t.ok(eastView.networks.find((n) => n.name === 'lan' && n.scope === undefined), "east's own LAN stays a local network");
+  t.match((await a.tnet('inspect', 'east')).out, new RegExp(`wan \\(global wan, vni ${wanView?.vni}\\)`), 'the table names the global network and its VNI');
   const mgmt = (await inspectLab(b, 'west')).networks.find((n) => n.name === 'mgmt');
   t.same([mgmt?.global, mgmt?.scope, mgmt?.subnet], ['ops', 'global', '10.93.0.0/24'], "tnet inspect west: its mgmt is the global ops, with ops's subnet");
   const w1ops = await nodeOn(b, 'west', 'w1', 'mgmt');
