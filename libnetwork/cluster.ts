@@ -20,6 +20,9 @@ import { type Peer, type PeerEvent, PeerTable, type PeerWatch } from './store/pe
 
 export type { Peer } from './store/peers.js';
 
+/** How long a failed re-list of the global networks waits before it is tried again. */
+const RESYNC_RETRY_MS = 2000;
+
 /** This host in the cluster: the store, its identity and VTEP, and the global tables. */
 export class Cluster {
   readonly ipam: GlobalAllocator;
@@ -101,10 +104,32 @@ export class ClusterSync {
           else await this.remove(e.key.slice(e.key.lastIndexOf('/') + 1));
         } catch (err) {
           log.error({ err }, 'cluster: a global network could not be mirrored on this host');
+          // A re-list left half done (the store went away in the middle): done again from a
+          // fresh listing once it answers, so no stale record or missing mirror is left for long.
+          if (e.type === 'resync') this.retryResync();
         }
         if (e.type === 'resync') this.markReady();
       }
     })();
+  }
+
+  private retrying = false;
+
+  private retryResync(): void {
+    if (this.retrying || this.closed) return;
+    this.retrying = true;
+    setTimeout(() => {
+      void (async () => {
+        try {
+          await this.resync(await this.cluster.networks.list());
+          this.retrying = false;
+        } catch (err) {
+          log.warn({ err: (err as Error).message }, 'cluster: re-listing the global networks failed; trying again');
+          this.retrying = false;
+          this.retryResync();
+        }
+      })();
+    }, RESYNC_RETRY_MS).unref();
   }
 
   private async resync(all: readonly GlobalNetwork[]): Promise<void> {
