@@ -277,21 +277,47 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
 
   const wantsGateway = (net: Network) => gateways === 'all' || (gateways === 'docker' && net.owner === 'docker');
 
+  /**
+   * A global network's DNS address on this host (details `dns_address` in `dns_netns`, made by
+   * its driver): the port 53 an engine's containers are pointed at (Docker's `--dns`), scoped to
+   * the network, so they resolve the other hosts' endpoints too.
+   */
+  const networkDnsSlot = (net: Network): Slot | undefined => {
+    const d = controller.networkDetails?.(net) ?? {};
+    if (!d['dns_address'] || !d['dns_netns'] || opts.sandboxes === false) return undefined;
+    const ns = Netns.named(d['dns_netns']);
+    const slot: Slot = { status: { name: net.name, address: `${d['dns_address']}:${DNS_PORT} in ${String(ns)}`, listening: false, port: DNS_PORT }, closed: false };
+    let fds: { udp: number; tcp: number };
+    try {
+      fds = socketBindPair(ns, d['dns_address'], DNS_PORT);
+    } catch (e) {
+      slot.status.error = (e as Error).message;
+      log.error({ network: net.name, err: (e as Error).message }, `dns: cannot serve ${slot.status.address}: ${(e as Error).message}`);
+      return slot;
+    }
+    start(slot, () => server.addListener({ udpFd: fds.udp, tcpFd: fds.tcp, family: 4 }, { networkId: net.id }));
+    return slot;
+  };
+
   const networkUp = (net: Network) => {
     setNetwork(net);
-    if (!wantsGateway(net) || gatewaySlots.has(net.id) || closed) return;
+    if (gatewaySlots.has(net.id) || closed) return;
     const slots: Slot[] = [];
-    for (const gw of [net.ipv4?.gateway, net.ipv6?.gateway]) {
-      if (!gw) continue;
-      const host = gw.toString();
-      const slot: Slot = {
-        status: { name: net.name, address: `${host.includes(':') ? `[${host}]` : host}:${gatewayPort}`, listening: false, port: gatewayPort },
-        closed: false,
-      };
-      slots.push(slot);
-      start(slot, () => server.addListener({ host, port: gatewayPort }, { networkId: net.id }));
+    const dnsSlot = networkDnsSlot(net);
+    if (dnsSlot) slots.push(dnsSlot);
+    if (wantsGateway(net)) {
+      for (const gw of [net.ipv4?.gateway, net.ipv6?.gateway]) {
+        if (!gw) continue;
+        const host = gw.toString();
+        const slot: Slot = {
+          status: { name: net.name, address: `${host.includes(':') ? `[${host}]` : host}:${gatewayPort}`, listening: false, port: gatewayPort },
+          closed: false,
+        };
+        slots.push(slot);
+        start(slot, () => server.addListener({ host, port: gatewayPort }, { networkId: net.id }));
+      }
     }
-    gatewaySlots.set(net.id, slots);
+    if (slots.length) gatewaySlots.set(net.id, slots);
   };
 
   const networkDown = (net: Network) => {

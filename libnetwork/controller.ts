@@ -3,7 +3,7 @@ import { builtinDrivers } from '../drivers/index.js';
 import { type Attachment, type Driver, type DriverContext, type DriverFactory, DriverRegistry, type Tags } from './driverapi.js';
 import { type ControllerEvents, type Core, readyNetwork, readySandbox } from './core.js';
 import {
-  type ConnectRequest, type EndpointRequest, connect, createEndpoint, deleteEndpoint, disconnect, join, leave,
+  type ConnectRequest, type EndpointRequest, connect, createEndpoint, deleteEndpoint, disconnect, join, leave, nameEndpoint,
   publishPorts, releaseStale, unpublishPorts,
 } from './endpoint.js';
 import { busy, conflict, invalid } from './errors.js';
@@ -361,6 +361,11 @@ export class Controller extends EventEmitter<ControllerEvents> {
 
   deleteEndpoint(netRef: string, id: string): Promise<void> {
     return deleteEndpoint(this.core, netRef, id);
+  }
+
+  /** The names an engine knows its endpoint by (Docker's container name, learned after Join): DNS here and on the other hosts. */
+  nameEndpoint(netRef: string, id: string, name: string, aliases: readonly string[] = []): Promise<Endpoint> {
+    return nameEndpoint(this.core, netRef, id, name, aliases);
   }
 
   /** Makes the endpoint's interface and leaves it in the host namespace for the engine to move (Docker's Join into `sandboxKey`). */

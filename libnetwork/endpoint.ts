@@ -349,6 +349,25 @@ export async function createEndpoint(core: Core, netRef: string, req: EndpointRe
   });
 }
 
+/**
+ * An engine's endpoint gets the names its engine knows it by (Docker's container name and
+ * network aliases, which a plugin is never told and learns from the engine's API after Join):
+ * recorded, given to this host's DNS, and on a global network published to the other hosts.
+ */
+export async function nameEndpoint(core: Core, netRef: string, id: string, name: string, aliases: readonly string[]): Promise<Endpoint> {
+  const net = readyNetwork(core, netRef);
+  const cur = endpointOf(core, net, id);
+  if (cur.sandboxId !== undefined) throw invalid(`endpoint ${short(id)} belongs to sandbox ${cur.name}: its names are the sandbox's`, `endpoint ${short(id)}`);
+  const names = [name, ...aliases].map(checkAlias);
+  return core.locks.shared(net.id, async () => {
+    core.state.tx(() => core.state.setEndpointNames(id, names[0]!, names.slice(1)));
+    const ep = endpointOf(core, net, id);
+    if (core.isGlobal(net)) await clusterOf(core, `network "${net.name}"`).cluster.peers.publishPeer(peerOf(net, ep));
+    core.events.emit('endpoint', 'up', ep, net, undefined);
+    return ep;
+  });
+}
+
 /** The endpoint of a network, or a not-found error naming both. */
 function endpointOf(core: Core, net: Network, id: string): Endpoint {
   const e = core.state.endpoint(id);

@@ -18,7 +18,7 @@ import { failpoint } from './failpoint.js';
 import { log } from './log.js';
 import type { IpConfig, Network, Owner } from './model.js';
 import { checkName, short } from './names.js';
-import { VXLANID_LIST } from './netlabel.js';
+import { DNS_ADDRESS, VXLANID_LIST } from './netlabel.js';
 import type { NetworkRequest } from './network.js';
 import { newId } from './store/state.js';
 import { transaction } from './txn.js';
@@ -94,7 +94,7 @@ function rowOf(g: GlobalNetwork): Network {
   };
   return {
     id: g.id, name: g.name, owner: (g.owner ?? '') as Owner, driver: g.driver, state: 'creating', internal: g.internal ?? false,
-    ipv4: ip(4), ipv6: ip(6), options: { ...g.options, [VXLANID_LIST]: String(g.vni) }, labels: g.labels ?? {}, addresses: 'tnet', created: g.created ?? new Date().toISOString(),
+    ipv4: ip(4), ipv6: ip(6), options: { ...g.options, [VXLANID_LIST]: String(g.vni), ...(g.dns ? { [DNS_ADDRESS]: g.dns } : {}) }, labels: g.labels ?? {}, addresses: 'tnet', created: g.created ?? new Date().toISOString(),
   };
 }
 

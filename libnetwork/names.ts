@@ -39,7 +39,7 @@ export function checkMac(mac: string): string {
   return m;
 }
 
-const DNS_NAME = /^[a-zA-Z0-9]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?)*$/;
+export const DNS_NAME = /^[a-zA-Z0-9]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?)*$/;
 
 /** An extra DNS name of an endpoint (`--alias`). */
 export function checkAlias(a: string): string {

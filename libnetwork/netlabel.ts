@@ -27,3 +27,5 @@ export const DEFAULT_BRIDGE = 'com.docker.network.bridge.default_bridge';
 export const VXLANID_LIST = 'com.docker.network.driver.overlay.vxlanid_list';
 /** The tnet overlay a Docker network stands for: `--ipam-opt tnet.network=NAME` (plugin/overlay.ts). */
 export const TNET_NETWORK = 'tnet.network';
+/** Where every host serves a global network's DNS (its mirror carries the cluster's choice; ipam/global.ts). */
+export const DNS_ADDRESS = 'tnet.dns_address';

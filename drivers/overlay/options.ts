@@ -1,11 +1,11 @@
 import { invalid } from '../../libnetwork/errors.js';
 import { VNI_MAX, VNI_MIN } from '../../libnetwork/ipam/global.js';
-import { DRIVER_MTU, VXLANID_LIST } from '../../libnetwork/netlabel.js';
+import { DNS_ADDRESS, DRIVER_MTU, VXLANID_LIST } from '../../libnetwork/netlabel.js';
 
 /** Docker's overlay key `encrypted`, which Docker's overlay takes with any value. */
 export const ENCRYPTED = 'encrypted';
 
-export const KNOWN_OPTIONS = [DRIVER_MTU, VXLANID_LIST, ENCRYPTED];
+export const KNOWN_OPTIONS = [DRIVER_MTU, VXLANID_LIST, ENCRYPTED, DNS_ADDRESS];
 /** Short forms: `-o vni=5000 -o mtu=1400`. */
 export const ALIASES: Readonly<Record<string, string>> = { mtu: DRIVER_MTU, vni: VXLANID_LIST };
 
@@ -21,6 +21,8 @@ export interface OverlayConfig {
   /** The MTU asked for; undefined: the underlay's minus the VXLAN overhead, on each host. */
   readonly mtu: number | undefined;
   readonly encrypted: boolean;
+  /** Where this host serves the network's DNS (the cluster chose it); undefined: nowhere. */
+  readonly dns: string | undefined;
   /** Keys accepted and not acted on. */
   readonly ignored: readonly string[];
 }
@@ -47,7 +49,7 @@ export function overlayConfig(options: Readonly<Record<string, string>>): Overla
   // explicit false is false.
   const rawEnc = options[ENCRYPTED];
   const encrypted = rawEnc !== undefined && !['false', '0', 'no', 'off'].includes(rawEnc.toLowerCase());
-  return { vni, mtu, encrypted, ignored };
+  return { vni, mtu, encrypted, dns: options[DNS_ADDRESS] || undefined, ignored };
 }
 
 // Names carry tnet's `t` prefix and a letter that is not a hex digit, so they never meet the
@@ -60,3 +62,7 @@ export const vxlanName = (vni: number) => `tvx-${vni.toString(16)}`;
 export const hostVethName = (endpointId: string) => `tno${endpointId.slice(0, 12)}`;
 /** An endpoint's veth left in the host namespace for dockerd to move. */
 export const handoffName = (endpointId: string) => `tnq${endpointId.slice(0, 12)}`;
+/** The namespace serving the network's DNS address on this host (the host namespace stays out of the segment). */
+export const dnsNetnsName = (networkId: string, scope: string) => `tnd-${scope ? `${scope}-` : ''}${networkId.slice(0, 11)}`;
+/** Its veth on the network's bridge, host end. */
+export const dnsVethName = (networkId: string) => `tnr${networkId.slice(0, 11)}`;

@@ -15,16 +15,16 @@ import type {
 } from '../../libnetwork/driverapi.js';
 import { TnetError, conflict, invalid } from '../../libnetwork/errors.js';
 import {
-  addrList, fdbDel, fdbForgetLearned, fdbList, fdbSet, isErrno, linkAdd, linkByName, linkDelIfExists, linkGet, linkList, linkSetAlias,
+  Netns, addrAdd, addrList, cidr, fdbDel, fdbForgetLearned, fdbList, fdbSet, isErrno, linkSetUp, netnsAdd, netnsDel, netnsExists, netnsList, withRtnl, linkAdd, linkByName, linkDelIfExists, linkGet, linkList, linkSetAlias,
   neighDel, neighList, neighSet, sysctlSet,
 } from '../../libnetwork/kernel/index.js';
 import type { Endpoint, Network } from '../../libnetwork/model.js';
-import { VXLANID_LIST } from '../../libnetwork/netlabel.js';
+import { DNS_ADDRESS, VXLANID_LIST } from '../../libnetwork/netlabel.js';
 import type { Peer } from '../../libnetwork/store/peers.js';
 import { type Txn, transaction } from '../../libnetwork/txn.js';
 import { encryptionUnsupported } from './encryption.js';
 import {
-  ALIASES, KNOWN_OPTIONS, VXLAN_OVERHEAD, VXLAN_PORT, bridgeName, handoffName, hostVethName, overlayConfig, vxlanName,
+  ALIASES, KNOWN_OPTIONS, VXLAN_OVERHEAD, VXLAN_PORT, bridgeName, dnsNetnsName, dnsVethName, handoffName, hostVethName, overlayConfig, vxlanName,
 } from './options.js';
 
 export const overlayDriver: DriverFactory = {
@@ -92,6 +92,7 @@ export class OverlayDriver implements Driver {
       bridge: bridgeName(net.id),
       vxlan: vxlanName(this.vni(net)),
       ...(this.ctx.vtep ? { vtep: this.ctx.vtep.toString() } : {}),
+      ...(c.dns ? { dns_address: c.dns, dns_netns: dnsNetnsName(net.id, this.ctx.scope) } : {}),
       ...(c.ignored.length ? { ignored_options: c.ignored.join(',') } : {}),
     };
   }
@@ -110,6 +111,7 @@ export class OverlayDriver implements Driver {
       const why = (await encryptionUnsupported(this.ctx.vtep?.family ?? 4)) ?? 'the encrypted data path is not enabled in this version (it has not run on a kernel with ESP yet)';
       throw new TnetError('unsupported', `${what}: ${why}`, { object: 'option encrypted' });
     }
+    if (req.options[DNS_ADDRESS] !== undefined) throw invalid(`option ${DNS_ADDRESS} is the cluster's to choose (the last free address of the subnet)`, `option ${DNS_ADDRESS}`);
     for (const k of c.ignored) this.ctx.log.warn({ option: k }, `overlay option "${k}" ignored`);
     return req.options;
   }
@@ -154,12 +156,47 @@ export class OverlayDriver implements Driver {
         await linkDelIfExists(h, vx);
       },
     );
+    await this.makeDnsPort(net, master, mtu, t);
+  }
+
+  /**
+   * The network's DNS address on this host (the same on every host, reserved by the cluster): a
+   * small namespace on the bridge holds it, and tnet's DNS serves it there (dns/service.ts), so an
+   * engine's containers (Docker's `--dns`) reach tnet's names without the host namespace joining
+   * the segment. The VXLAN device never answers for it (no peer has it), so each host's
+   * containers reach their own host's.
+   */
+  private async makeDnsPort(net: Network, master: number, mtu: number, t: Txn): Promise<void> {
+    const dns = overlayConfig(net.options).dns;
+    if (!dns || !net.ipv4) return;
+    const h = this.ctx.rtnl;
+    const name = dnsNetnsName(net.id, this.ctx.scope);
+    const veth = dnsVethName(net.id);
+    const ns = await t.step(`netns ${name}`, async () => netnsAdd(name), () => netnsDel(name));
+    await t.step(
+      `veth ${veth}`,
+      () => linkAdd(h, { kind: 'veth', name: veth, master, mtu, up: true, alias: this.tag('network', net.id, 'dns'), peer: { name: 'eth0', ns, mtu } }),
+      () => linkDelIfExists(h, veth),
+    );
+    await withRtnl(ns, async (nh) => {
+      await linkSetUp(nh, 'lo');
+      const eth0 = await linkGet(nh, 'eth0');
+      await addrAdd(nh, eth0.index, 'eth0', cidr(`${dns}/${net.ipv4!.subnet.prefix}`));
+      await linkSetUp(nh, 'eth0');
+    });
+  }
+
+  private async removeDnsPort(net: Network): Promise<void> {
+    await linkDelIfExists(this.ctx.rtnl, dnsVethName(net.id));
+    const name = dnsNetnsName(net.id, this.ctx.scope);
+    if (netnsExists(name)) netnsDel(name);
   }
 
   async deleteNetwork(net: Network): Promise<void> {
     const h = this.ctx.rtnl;
     this.vxlans.delete(net.id);
     this.remotes.delete(net.id);
+    await this.removeDnsPort(net);
     for (const name of [vxlanName(this.vni(net)), bridgeName(net.id)]) {
       const l = await linkByName(h, name);
       // Never a link that is not this network's, even with its name (an untagged bridge: a crash before its tag).
@@ -296,7 +333,8 @@ export class OverlayDriver implements Driver {
     for (const net of nets) {
       const br = byName.get(bridgeName(net.id));
       const vx = byName.get(vxlanName(this.vni(net)));
-      if (br?.alias === this.tag('network', net.id) && vx?.alias === this.tag('network', net.id, 'vxlan') && vx.master === br.index) {
+      const dnsOk = !overlayConfig(net.options).dns || (netnsExists(dnsNetnsName(net.id, this.ctx.scope)) && byName.get(dnsVethName(net.id))?.master === br?.index);
+      if (dnsOk && br?.alias === this.tag('network', net.id) && vx?.alias === this.tag('network', net.id, 'vxlan') && vx.master === br.index) {
         this.vxlans.set(net.id, vx.index);
         continue;
       }
@@ -305,6 +343,15 @@ export class OverlayDriver implements Driver {
       await this.deleteNetwork(net);
       await transaction((t) => this.createNetwork(net, t));
       if (known) this.remotes.set(net.id, known);
+    }
+    // DNS namespaces of networks this instance no longer has (their veths went with the core's
+    // removal of unwanted tagged links; a namespace is a file, not a link).
+    const wanted = new Set(nets.map((n) => dnsNetnsName(n.id, this.ctx.scope)));
+    const mine = this.ctx.scope ? (n: string) => n.startsWith(`tnd-${this.ctx.scope}-`) : (n: string) => /^tnd-[0-9a-f]{11}$/.test(n);
+    for (const n of netnsList()) {
+      if (!mine(n) || wanted.has(n)) continue;
+      this.ctx.log.info({ netns: n }, 'reconcile: removing the DNS namespace of an overlay network this host no longer has');
+      netnsDel(n);
     }
     // A live repair (`tnet doctor --repair`): the static entries become what the cluster said
     // last. At a start nothing is known yet: the cluster's first listing programs them.

@@ -386,6 +386,21 @@ export class GlobalAllocator implements Allocator {
   }
 }
 
+/**
+ * The network's DNS address: the last host address of its IPv4 subnet not reserved already (the
+ * gateway, an aux address), planned in `ops`; none for a subnet too small to spare one (< /29).
+ */
+function dnsAddress(pool: Pool, ops: readonly Op[]): IpAddr | undefined {
+  if (pool.subnet.prefix > 29) return undefined;
+  const [, hi] = hostSpan(pool.subnet, pool.subnet);
+  const taken = new Set(ops.filter((o): o is Extract<Op, { put: string }> => 'put' in o).map((o) => o.put));
+  for (let v = hi; v > hi - 4n; v--) {
+    const a = IpAddr.of(4, v);
+    if (!taken.has(KEYS.addr(pool.id, a)) && !pool.gateway?.equals(a)) return a;
+  }
+  return undefined;
+}
+
 /** An overlay network as every host sees it. */
 export interface GlobalNetwork {
   readonly id: string;
@@ -397,6 +412,12 @@ export interface GlobalNetwork {
   readonly options: Readonly<Record<string, string>>;
   /** The host that created it (for messages). */
   readonly createdBy: string;
+  /**
+   * The address every host serves the network's DNS on, inside its IPv4 subnet (the last host
+   * address, reserved): for engines whose containers reach no other DNS of tnet's (Docker's
+   * `--dns`).
+   */
+  readonly dns?: string;
   /** Who drives its lifecycle on every host (`''`: people, through tnet network). */
   readonly owner?: string;
   readonly labels?: Readonly<Record<string, string>>;
@@ -457,6 +478,7 @@ export class GlobalNetworks {
       ];
       const ops: Op[] = [];
       const pools: { poolId: string; subnet: string; gateway?: string }[] = [];
+      let dns: IpAddr | undefined;
       const requests = req.pools && req.pools.length ? req.pools : [{}];
       // Several pools in one transaction: plan them one after the other against the ones already planned.
       const planned: Subnet[] = [];
@@ -467,6 +489,10 @@ export class GlobalNetworks {
         if (!compares.some((c) => c.key === KEYS.poolsGuard)) compares.push(...plan.compares);
         ops.push(...plan.ops.filter((o) => !('put' in o && o.put === KEYS.poolsGuard)));
         pools.push({ poolId: plan.pool.id, subnet: plan.pool.subnet.toString(), ...(plan.pool.gateway ? { gateway: plan.pool.gateway.toString() } : {}) });
+        if (dns === undefined && plan.pool.subnet.family === 4) {
+          dns = dnsAddress(plan.pool, ops);
+          if (dns) ops.push({ put: KEYS.addr(plan.pool.id, dns), value: JSON.stringify({ kind: 'aux', owner: `${req.name} dns` } satisfies StoredAddr) });
+        }
       }
       const net: GlobalNetwork = {
         id: req.id ?? randomBytes(32).toString('hex'),
@@ -476,6 +502,7 @@ export class GlobalNetworks {
         pools,
         options: { ...(req.options ?? {}) },
         createdBy: req.host,
+        ...(dns ? { dns: dns.toString() } : {}),
         ...(req.owner ? { owner: req.owner } : {}),
         ...(req.labels && Object.keys(req.labels).length ? { labels: req.labels } : {}),
         ...(req.internal ? { internal: true } : {}),

@@ -34,11 +34,15 @@ import type {
   ProgramRequest, RequestAddressRequest, RequestAddressResponse, RequestPoolRequest, RequestPoolResponse, ReleaseAddressRequest,
 } from './docker.js';
 import { GATEWAY_REQUEST, REQUEST_ADDRESS_TYPE, addressOfCidr, parsePortMap } from './docker.js';
+import { containerNames } from './docker-api.js';
 
 /** The option naming the tnet overlay: `--ipam-opt tnet.network=NAME` (required), `-o tnet.network=NAME` (optional, checked). */
 export { TNET_NETWORK };
 /** The tnet driver behind `-d tnet-overlay`. */
 export const OVERLAY_DRIVER = 'overlay';
+/** How often and how long the container's name is asked of dockerd after a Join. */
+const NAME_RETRY_MS = 200;
+const NAME_TRIES = 50;
 /** What dockerd reads as "the pool has no gateway": the default route's prefix (Calico's trick). */
 const NO_GATEWAY = { 4: '0.0.0.0/0', 6: '::/0' } as const;
 
@@ -274,6 +278,7 @@ export class DockerOverlay implements NetworkDriverApi {
       throw invalid(`SandboxKey ${JSON.stringify(r.SandboxKey)} is not a namespace path`, `endpoint ${short(ep.id)}`);
     const a = await this.c.join(net.id, ep.id, r.SandboxKey);
     if (!a.srcName) throw invalid(`driver ${net.driver} gave no interface for dockerd to move`, `endpoint ${short(ep.id)}`);
+    void this.learnNames(r.NetworkID, net, ep.id);
     return {
       InterfaceName: { SrcName: a.srcName, DstPrefix: this.c.ifacePrefix(net) },
       ...(a.gateway4 ? { Gateway: a.gateway4.toString() } : {}),
@@ -282,6 +287,29 @@ export class DockerOverlay implements NetworkDriverApi {
       // No docker_gwbridge for an overlay without a gateway: it is one flat segment.
       DisableGatewayService: true,
     };
+  }
+
+  /**
+   * The container's name and aliases, from dockerd's API once it lists the endpoint (it does so
+   * after Join returns), for the DNS of every host: the other hosts' containers find it through
+   * the overlay's DNS address (`docker run --dns`). Tried for a while, then given up (logged):
+   * the endpoint keeps working under its id.
+   */
+  private async learnNames(dockerNetworkId: string, net: Network, endpointId: string): Promise<void> {
+    for (let i = 0; i < NAME_TRIES; i++) {
+      await new Promise((r) => setTimeout(r, NAME_RETRY_MS));
+      if (!this.endpoint(endpointId)) return; // gone meanwhile
+      const names = await containerNames(dockerNetworkId, endpointId);
+      if (!names) continue;
+      try {
+        await this.c.nameEndpoint(net.id, endpointId, names.name, names.aliases);
+        log.info({ network: net.name, endpoint: short(endpointId), name: names.name }, 'overlay endpoint named after its container');
+      } catch (e) {
+        log.warn({ err: (e as Error).message, endpoint: short(endpointId) }, 'the container\'s name could not be given to its overlay endpoint');
+      }
+      return;
+    }
+    log.warn({ network: net.name, endpoint: short(endpointId) }, 'dockerd did not say whose the endpoint is (is DOCKER_HOST right?): other hosts know it by its id only');
   }
 
   async leave(r: EndpointRef): Promise<void> {

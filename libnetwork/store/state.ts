@@ -320,6 +320,7 @@ export class State {
       epAddresses: db.prepare('UPDATE endpoints SET ipv4 = ?, ipv6 = ?, mac = ? WHERE id = ?'),
       epGatewayProvider: db.prepare('UPDATE endpoints SET gateway_provider = ? WHERE id = ?'),
       epSandboxKey: db.prepare('UPDATE endpoints SET sandbox_key = ? WHERE id = ?'),
+      epName: db.prepare('UPDATE endpoints SET name = ?, aliases = ? WHERE id = ?'),
       epDelete: db.prepare('DELETE FROM endpoints WHERE id = ?'),
       ports: db.prepare('SELECT * FROM ports'),
       portsByEp: db.prepare('SELECT * FROM ports WHERE endpoint_id = ? ORDER BY proto, host_port'),
@@ -624,6 +625,11 @@ export class State {
   /** Joined into another engine's sandbox at this path, or left (undefined). */
   setSandboxKey(id: string, key: string | undefined): void {
     this.s.epSandboxKey.run(key ?? null, id);
+  }
+
+  /** The names an engine's endpoint is known by (learned after it joined: Docker's container name). */
+  setEndpointNames(id: string, name: string, aliases: readonly string[]): void {
+    this.s.epName.run(name, JSON.stringify(aliases), id);
   }
 
   setGatewayProvider(id: string, provider: boolean): void {

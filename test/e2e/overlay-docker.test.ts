@@ -38,14 +38,15 @@ interface PluginDaemon {
  * The host's tnet daemon with the Docker plugin sockets (the multihost harness starts its daemons
  * with --no-docker-plugin): in the host's namespaces, with the cluster's store flags.
  */
-async function startPluginDaemon(tt: Test, cluster: Cluster, h: Host): Promise<PluginDaemon> {
+async function startPluginDaemon(tt: Test, cluster: Cluster, h: Host, dockerSock?: string): Promise<PluginDaemon> {
   const logFile = `${h.stateDir}/daemon.log`;
   const out = openSync(logFile, 'a');
   const child = spawn(
     'nsenter',
     ['-t', String(h.holderPid), '-m', '-n', '-u', '--', process.execPath, MAIN, 'daemon', '--state-dir', h.stateDir, '--socket', h.socket,
       ...cluster.storeArgs, '--advertise-addr', h.ip],
-    { stdio: ['ignore', out, out], env: { ...process.env, TNET_LOG_LEVEL: process.env.TNET_LOG_LEVEL ?? 'info' } },
+    // DOCKER_HOST: the host's dockerd, which tnet asks for a container's name after a Join.
+    { stdio: ['ignore', out, out], env: { ...process.env, TNET_LOG_LEVEL: process.env.TNET_LOG_LEVEL ?? 'info', ...(dockerSock ? { DOCKER_HOST: `unix://${dockerSock}` } : {}) } },
   );
   closeSync(out);
   const stop = async (): Promise<number | null> => {
@@ -87,8 +88,8 @@ t.test('docker on two hosts over one tnet overlay: unique addresses, cross-host 
   const cluster = await startCluster(t, { hosts: 0 });
   const a = await cluster.addHost({ daemon: false });
   const b = await cluster.addHost({ daemon: false });
-  const [ta, tb] = await Promise.all([startPluginDaemon(t, cluster, a), startPluginDaemon(t, cluster, b)]);
   const [da, db] = await Promise.all([startDockerdOnHost(t, a.holderPid, { noBridge: true }), startDockerdOnHost(t, b.holderPid, { noBridge: true })]);
+  const [ta, tb] = await Promise.all([startPluginDaemon(t, cluster, a, da.sock), startPluginDaemon(t, cluster, b, db.sock)]);
   t.teardown(() => {
     if (t.passing()) return;
     for (const [h, d, p] of [[a, da, ta], [b, db, tb]] as const) {
@@ -132,7 +133,11 @@ t.test('docker on two hosts over one tnet overlay: unique addresses, cross-host 
   t.not(taken.code, 0, `--ip with the address of a container of host a is refused on host b (${taken.err.split('\n')[0]})`);
   db.docker('rm', '-f', 'bx');
   db.ok(t, 'run', '-d', '--name', 'b1', '--network', 'web', '--ip', '10.93.0.200', img, 'sleep', '600');
-  const v4Allocated = () => cluster.keys(ADDR_PREFIX).map((k) => k.slice(k.lastIndexOf('/') + 1)).filter((x) => x.includes('.')).sort();
+  // The overlay's DNS address (the last of its subnet, reserved): every host serves tnet's DNS there.
+  const dnsAddr = JSON.parse((await tnet(a, 'network', 'inspect', 'web', '--json')).out).dns_address as string;
+  t.equal(dnsAddr, '10.93.0.254', 'the overlay\'s DNS address is the last of its subnet');
+  t.ok(cluster.keys(ADDR_PREFIX).some((k) => k.endsWith(`/${dnsAddr}`)), 'and it is reserved in the cluster\'s store');
+  const v4Allocated = () => cluster.keys(ADDR_PREFIX).map((k) => k.slice(k.lastIndexOf('/') + 1)).filter((x) => x.includes('.') && x !== dnsAddr).sort();
   const ips = { a1: ipOf(da, 'a1', 'web'), a2: ipOf(da, 'a2', 'web'), b1: ipOf(db, 'b1', 'web') };
   for (const [n, ip] of Object.entries(ips)) t.match(ip, /^10\.93\.0\.\d+$/, `${n} has an address of the overlay (${ip})`);
   t.equal(ips.b1, '10.93.0.200', 'b1 has the address given with --ip');
@@ -164,11 +169,20 @@ t.test('docker on two hosts over one tnet overlay: unique addresses, cross-host 
 
   // Names: dockerd's embedded DNS answers for the containers of its own host on a plugin network.
   t.equal(da.docker('exec', 'a1', 'ping', '-c', '1', '-W', '2', 'a2').code, 0, 'a1 pings a2 by name (same host: dockerd\'s DNS)');
+  // Across hosts: tnet learns each container's name from its dockerd after the Join and publishes
+  // it; a container started with --dns <the overlay's DNS address> gets other hosts' names from
+  // tnet's DNS on its own host (dockerd's 127.0.0.11 forwards what it does not know).
+  db.ok(t, 'run', '-d', '--name', 'bn', '--network', 'web', '--dns', dnsAddr, img, 'sleep', '600');
+  const byName = await within(15_000, () => db.docker('exec', 'bn', 'ping', '-c', '1', '-W', '1', 'a1').code === 0);
+  t.not(byName, undefined, `bn (host b, --dns ${dnsAddr}) pings a1 (host a) by name`);
+  t.match(db.docker('exec', 'bn', 'nslookup', 'a2').out, new RegExp(ips.a2!.replace(/\./g, '\\.')), `and resolves a2 (host a) to ${ips.a2}`);
+  t.not(await within(15_000, () => da.docker('exec', 'a1', 'nslookup', 'bn', dnsAddr).out.includes('10.93.0.')), undefined, 'tnet\'s DNS on host a knows bn (host b) too');
+  db.ok(t, 'rm', '-f', 'bn');
 
   // A restart of host a's tnet daemon: nothing about the Docker network was recorded, so nothing
   // is lost; a new container on host a joins and reaches host b.
   t.equal(await ta.stop(), 0, 'host a: tnet daemon stopped');
-  const ta2 = await startPluginDaemon(t, cluster, a);
+  const ta2 = await startPluginDaemon(t, cluster, a, da.sock);
   da.ok(t, 'run', '-d', '--name', 'a3', '--network', 'web', img, 'sleep', '600');
   const a3 = ipOf(da, 'a3', 'web');
   t.notOk(Object.values(ips).includes(a3), `a3 (started after the restart) has an address of its own (${a3})`);
@@ -193,13 +207,13 @@ t.test('docker on two hosts over one tnet overlay: unique addresses, cross-host 
   const reuse = await within(3000, () => da.docker('exec', 'a1', 'ping', '-c', '1', '-W', '1', b2).code === 0);
   t.not(reuse, undefined, `a1 pings b2 at a2's old address (${b2}) at once`);
   t.same(v4Allocated(), [ips.a1, ips.b1, b2].sort(), 'the store holds exactly the live containers\' IPv4 addresses');
-  t.equal(cluster.keys(ADDR_PREFIX).length, 6, 'and one IPv6 address each');
+  t.equal(cluster.keys(ADDR_PREFIX).length, 7, 'and one IPv6 address each (and the DNS address)');
 
   // Everything goes: containers, the Docker networks on each host, then the overlay.
   da.ok(t, 'rm', '-f', 'a1');
   db.ok(t, 'rm', '-f', 'b1', 'b2');
   for (const d of [da, db]) d.ok(t, 'network', 'rm', 'web');
-  t.same(cluster.keys(ADDR_PREFIX), [], 'no address is left allocated in the store');
+  t.same(cluster.keys(ADDR_PREFIX).map((k) => k.slice(k.lastIndexOf('/') + 1)), [dnsAddr], 'no address is left allocated in the store but the overlay\'s DNS address');
   const rm = await tnet(a, 'network', 'rm', 'web');
   t.equal(rm.code, 0, `tnet network rm web (${rm.err.trim()})`);
   t.ok(await within(5000, async () => (await tnet(b, 'network', 'inspect', 'web')).code !== 0), 'the overlay is gone on host b too');

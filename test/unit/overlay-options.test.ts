@@ -8,11 +8,11 @@ describe('overlay options', () => {
   it('takes Docker keys and the short forms', () => {
     const opts = expandOptions(overlayDriver, { vni: '5000', mtu: '1400' });
     expect(opts).toEqual({ [VXLANID_LIST]: '5000', [DRIVER_MTU]: '1400' });
-    expect(overlayConfig(opts)).toEqual({ vni: 5000, mtu: 1400, encrypted: false, ignored: [] });
+    expect(overlayConfig(opts)).toEqual({ vni: 5000, mtu: 1400, encrypted: false, dns: undefined, ignored: [] });
   });
 
   it('defaults: the cluster picks the VNI, the underlay gives the MTU', () => {
-    expect(overlayConfig({})).toEqual({ vni: undefined, mtu: undefined, encrypted: false, ignored: [] });
+    expect(overlayConfig({})).toEqual({ vni: undefined, mtu: undefined, encrypted: false, dns: undefined, ignored: [] });
     expect(overlayConfig({ [DRIVER_MTU]: '0' }).mtu).toBeUndefined();
   });
 
