@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Controller } from '../libnetwork/controller.js';
 import { Netns, isErrno, socketBindPair } from '../libnetwork/kernel/index.js';
@@ -117,6 +118,17 @@ interface Slot {
   /** The start in progress (the fds exist; Node is adopting them). */
   starting?: Promise<void>;
   closed: boolean;
+  /** A listener inside a namespace a driver made (a global network's DNS port): its inode, to see it remade. */
+  nsInode?: number;
+}
+
+/** A file's inode, or undefined when it is not there. */
+function inodeOf(path: string): number | undefined {
+  try {
+    return statSync(path).ino;
+  } catch {
+    return undefined;
+  }
 }
 
 /** What a lab sandbox's resolv.conf says. */
@@ -286,7 +298,10 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
     const d = controller.networkDetails?.(net) ?? {};
     if (!d['dns_address'] || !d['dns_netns'] || opts.sandboxes === false) return undefined;
     const ns = Netns.named(d['dns_netns']);
-    const slot: Slot = { status: { name: net.name, address: `${d['dns_address']}:${DNS_PORT} in ${String(ns)}`, listening: false, port: DNS_PORT }, closed: false };
+    const slot: Slot = {
+      status: { name: net.name, address: `${d['dns_address']}:${DNS_PORT} in ${String(ns)}`, listening: false, port: DNS_PORT }, closed: false,
+      nsInode: inodeOf(ns.path),
+    };
     let fds: { udp: number; tcp: number };
     try {
       fds = socketBindPair(ns, d['dns_address'], DNS_PORT);
@@ -301,7 +316,16 @@ export async function startDnsService(controller: Controller, opts: DnsServiceOp
 
   const networkUp = (net: Network) => {
     setNetwork(net);
-    if (gatewaySlots.has(net.id) || closed) return;
+    const had = gatewaySlots.get(net.id);
+    // A DNS port its driver made again (a repair): the old listener serves a namespace that is gone.
+    const stale = had?.find((x) => x.nsInode !== undefined);
+    if (stale && !closed && stale.nsInode !== inodeOf(Netns.named(controller.networkDetails?.(net)?.['dns_netns'] ?? '').path)) {
+      stop(stale);
+      const fresh = networkDnsSlot(net);
+      gatewaySlots.set(net.id, [...had!.filter((x) => x !== stale), ...(fresh ? [fresh] : [])]);
+      return;
+    }
+    if (had || closed) return;
     const slots: Slot[] = [];
     const dnsSlot = networkDnsSlot(net);
     if (dnsSlot) slots.push(dnsSlot);

@@ -518,7 +518,11 @@ export class Controller extends EventEmitter<ControllerEvents> {
     // record is ready): repair between operations.
     const inFlight = found.filter((f) => f.problem === 'interrupted').length;
     if (inFlight) throw busy(`${inFlight} operation(s) are in flight; run the repair again when they have finished`, 'doctor --repair');
-    if (found.length) await reconcile(this.core, this.drivers, { live: true });
+    if (found.length) {
+      await reconcile(this.core, this.drivers, { live: true });
+      // What follows the networks (the DNS service) looks again at what a driver made anew.
+      for (const n of this.networks()) if (n.state === 'ready') this.emit('network', 'up', n);
+    }
     return { found, left: found.length ? await this.diagnose() : [] };
   }
 }

@@ -333,9 +333,15 @@ export class OverlayDriver implements Driver {
     for (const net of nets) {
       const br = byName.get(bridgeName(net.id));
       const vx = byName.get(vxlanName(this.vni(net)));
-      const dnsOk = !overlayConfig(net.options).dns || (netnsExists(dnsNetnsName(net.id, this.ctx.scope)) && byName.get(dnsVethName(net.id))?.master === br?.index);
-      if (dnsOk && br?.alias === this.tag('network', net.id) && vx?.alias === this.tag('network', net.id, 'vxlan') && vx.master === br.index) {
+      if (br?.alias === this.tag('network', net.id) && vx?.alias === this.tag('network', net.id, 'vxlan') && vx.master === br.index) {
         this.vxlans.set(net.id, vx.index);
+        // Only the DNS port missing: made again alone (the endpoints' ports stay on the bridge).
+        const dnsOk = !overlayConfig(net.options).dns || (netnsExists(dnsNetnsName(net.id, this.ctx.scope)) && byName.get(dnsVethName(net.id))?.master === br.index);
+        if (!dnsOk) {
+          this.ctx.log.info({ network: net.name }, "reconcile: making the overlay's DNS port again");
+          await this.removeDnsPort(net);
+          await transaction(async (t) => this.makeDnsPort(net, br.index, br.mtu ?? (await this.mtu(net)), t));
+        }
         continue;
       }
       this.ctx.log.info({ network: net.name }, 'reconcile: making the overlay bridge and VXLAN device again');
@@ -397,6 +403,9 @@ export class OverlayDriver implements Driver {
       else if (br && vx.master !== br.index) out.push({ problem: 'wrong', object: `vxlan ${vx.name}`, network: net, detail: 'it is not a port of the network\'s bridge' });
       else if (!vx.up) out.push({ problem: 'wrong', object: `vxlan ${vx.name}`, network: net, detail: 'it is down' });
       if (vx) out.push(...(await this.diagnoseEntries(net, vx.index, vx.name)));
+      const dns = overlayConfig(net.options).dns;
+      if (dns && (!netnsExists(dnsNetnsName(net.id, this.ctx.scope)) || links.get(dnsVethName(net.id))?.master !== br?.index))
+        out.push({ problem: 'missing', object: `netns ${dnsNetnsName(net.id, this.ctx.scope)}`, network: net, detail: `the network's DNS address ${dns} is not served on this host (its namespace or its port on the bridge is gone)` });
     }
     return out;
   }

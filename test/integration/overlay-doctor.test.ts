@@ -38,6 +38,18 @@ t.test('doctor and repair of the remote endpoints of an overlay network', async 
   t.ok(await pings(a, 'x', y.ipv4!), 'x pings y again');
   t.equal((await a.tnet('doctor')).code, 0, 'and the doctor finds nothing left');
 
+  // The network's DNS port (the namespace holding its DNS address on this host) gone by hand.
+  const info = JSON.parse((await a.tnet('network', 'inspect', 'dr', '--json')).out) as { dns_address: string; dns_netns: string };
+  await a.exec(`ip netns del ${info.dns_netns}`);
+  const dnsGone = await a.tnet('doctor');
+  t.equal(dnsGone.code, 1, 'the doctor reports the DNS namespace gone (exit 1)');
+  t.match(dnsGone.out, new RegExp(`missing\\s+netns ${info.dns_netns}.*${info.dns_address.replace(/\./g, '\\.')}`), 'naming the namespace and the address');
+  t.equal((await a.tnet('doctor', '--repair')).code, 0, '--repair makes it again');
+  t.equal((await a.exec(`ip netns exec ${info.dns_netns} ip -4 -o addr show dev eth0`)).out.includes(info.dns_address), true, 'with the DNS address');
+  t.ok(await pings(a, 'x', y.ipv4!), 'the repair left the endpoints alone: x still pings y');
+  const answer = await a.sandboxExec('x', `dig +short +time=2 +tries=2 @${info.dns_address} y.dr`);
+  t.equal(answer.out.trim(), y.ipv4, `tnet's DNS answers at ${info.dns_address} again (y.dr on host b)`);
+
   for (const [h, sb] of [[a, 'x'], [b, 'y']] as const) {
     await h.tnet('disconnect', 'dr', sb);
     await h.tnet('sandbox', 'rm', sb);
