@@ -296,20 +296,21 @@ export class DockerOverlay implements NetworkDriverApi {
    * the endpoint keeps working under its id.
    */
   private async learnNames(dockerNetworkId: string, net: Network, endpointId: string): Promise<void> {
-    for (let i = 0; i < NAME_TRIES; i++) {
-      await new Promise((r) => setTimeout(r, NAME_RETRY_MS));
-      if (!this.endpoint(endpointId)) return; // gone meanwhile
-      const names = await containerNames(dockerNetworkId, endpointId);
-      if (!names) continue;
-      try {
+    try {
+      for (let i = 0; i < NAME_TRIES; i++) {
+        await new Promise((r) => setTimeout(r, NAME_RETRY_MS).unref());
+        if (!this.endpoint(endpointId)) return; // gone meanwhile
+        const names = await containerNames(dockerNetworkId, endpointId);
+        if (!names) continue;
         await this.c.nameEndpoint(net.id, endpointId, names.name, names.aliases);
         log.info({ network: net.name, endpoint: short(endpointId), name: names.name }, 'overlay endpoint named after its container');
-      } catch (e) {
-        log.warn({ err: (e as Error).message, endpoint: short(endpointId) }, 'the container\'s name could not be given to its overlay endpoint');
+        return;
       }
-      return;
+      log.warn({ network: net.name, endpoint: short(endpointId) }, 'dockerd did not say whose the endpoint is (is DOCKER_HOST right?): other hosts know it by its id only');
+    } catch (e) {
+      // In the background of a Join that succeeded: never fatal (the controller may be closing).
+      log.warn({ err: (e as Error).message, endpoint: short(endpointId) }, "the container's name could not be given to its overlay endpoint");
     }
-    log.warn({ network: net.name, endpoint: short(endpointId) }, 'dockerd did not say whose the endpoint is (is DOCKER_HOST right?): other hosts know it by its id only');
   }
 
   async leave(r: EndpointRef): Promise<void> {
