@@ -20,20 +20,6 @@ export async function neighDel(h: Rtnl, ifindex: number, ip: string): Promise<vo
   );
 }
 
-/**
- * A static bridge FDB entry on a VXLAN device: frames for `mac` go to the VTEP `dst`
- * (`bridge fdb append MAC dev vx dst IP self permanent`).
- */
-export async function fdbAppend(h: Rtnl, ifindex: number, mac: string, dst: string): Promise<void> {
-  await h.call('fdb append', `${mac} dst ${dst} on link ${ifindex}`, () =>
-    h.sock.newNeighbor(
-      { family: AF_BRIDGE, ifindex, state: { permanent: true }, flags: { self: true } },
-      { lladdr: macBytes(mac), dst: ipBytes(dst) },
-      { flags: FlagsNew.CREATE | FlagsNew.APPEND },
-    ),
-  );
-}
-
 export async function fdbDel(h: Rtnl, ifindex: number, mac: string, dst: string): Promise<void> {
   await h.call('fdb del', `${mac} dst ${dst} on link ${ifindex}`, () =>
     h.sock.delNeighbor(
